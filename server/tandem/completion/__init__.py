@@ -1,0 +1,1 @@
+"""Inline completion: cursor context, FIM prompt, post-processing, and the engine tying them."""

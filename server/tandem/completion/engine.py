@@ -1,0 +1,141 @@
+"""One inline completion, start to end: context -> prompt -> decode -> post-process.
+
+Plain Python over a LoadedModel; the LSP layer only converts positions and results.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from ..model.loaded import LoadedModel
+from ..settings import Settings
+from . import postprocess
+from .context import CursorContext, analyze, should_skip
+from .prompt import build_fim_prompt
+
+log = logging.getLogger(__name__)
+
+MAX_DOCUMENT_CHARS = 20_000_000  # past this we do not even slice the text
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    replace_chars: int
+    multiline: bool
+    latency_ms: float
+    prompt_tokens: int
+    reused_tokens: int
+    generated_tokens: int
+    cached: bool = False
+    logprobs: tuple[float, ...] = ()
+
+
+class CompletionEngine:
+    def __init__(self, model: LoadedModel, cache_size: int = 64):
+        self.model = model
+        self._cache: OrderedDict[tuple, Completion] = OrderedDict()
+        self._cache_size = cache_size
+        self._cache_lock = threading.Lock()
+
+    def complete(self, text: str, offset: int, settings: Settings,
+                 cancel: threading.Event | None = None) -> Completion | None:
+        t0 = time.perf_counter()
+        if len(text) > MAX_DOCUMENT_CHARS:
+            return None
+        offset = max(0, min(offset, len(text)))
+        prefix, suffix = text[:offset], text[offset:]
+        ctx = analyze(prefix, suffix)
+        if should_skip(ctx.line_suffix):
+            return None
+        budget = settings.contextTokens
+        # Cache key: exactly what the model would see, plus the limits that shape the output.
+        window = (prefix[-budget * 8:], suffix[: budget * 8])
+        key = (window, ctx.multiline, settings.maxTokensSingleLine, settings.maxTokensMultiLine,
+               budget, settings.prefixShare)
+        hit = self._cached(key, t0)
+        if hit is not None:
+            return hit if hit.text else None
+        # On a line holding only indentation, end the prompt at the line break and let the
+        # model write the indentation itself: models indent better than they continue a run of
+        # spaces. We then remove the part of it the cursor already stands on.
+        indent = ctx.line_prefix if not ctx.line_prefix.strip() else ""
+        prompt = build_fim_prompt(self.model.codec, self.model.fim, _encodable(prefix[:len(prefix) - len(indent)]),
+                                  _encodable(suffix), budget, settings.prefixShare)
+        limit = settings.maxTokensMultiLine if ctx.multiline else settings.maxTokensSingleLine
+        codec = self.model.codec
+
+        def text_of(ids: list[int]) -> str:
+            return _drop_indent(codec.decode(ids), indent)
+
+        gen = self.model.lm.generate(
+            prompt.ids, max_new_tokens=limit, stop_ids=self.model.stop_ids, cancel=cancel,
+            stop_check=lambda ids: postprocess.stop_early(ctx, text_of(ids)))
+        raw = text_of(gen.ids)
+        sugg = postprocess.finish(ctx, raw, hit_token_limit=gen.stop_reason == "max_tokens")
+        latency = (time.perf_counter() - t0) * 1000
+        log.debug("completion: %d prompt tokens (%d reused), %d generated in %.0f ms (prefill %.0f, decode %.0f), raw=%r",
+                  len(prompt.ids), gen.reused_tokens, len(gen.ids), latency, gen.prefill_s * 1e3,
+                  gen.decode_s * 1e3, raw[:200])
+        result = Completion(sugg.text if sugg else "", sugg.replace_chars if sugg else 0, ctx.multiline,
+                            latency, len(prompt.ids), gen.reused_tokens, len(gen.ids),
+                            logprobs=tuple(gen.logprobs))
+        self._store(key, result)
+        self._store_typed_through(key, ctx, result)
+        return result if result.text else None
+
+    # -- cache -------------------------------------------------------------------------
+    def _cached(self, key, t0) -> Completion | None:
+        with self._cache_lock:
+            hit = self._cache.get(key)
+            if hit is None:
+                return None
+            self._cache.move_to_end(key)
+        return Completion(hit.text, hit.replace_chars, hit.multiline, (time.perf_counter() - t0) * 1000,
+                          hit.prompt_tokens, hit.reused_tokens, hit.generated_tokens, True, hit.logprobs)
+
+    def _store(self, key, value: Completion) -> None:
+        with self._cache_lock:
+            self._cache[key] = value
+            self._cache.move_to_end(key)
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+
+    def _store_typed_through(self, key, ctx: CursorContext, result: Completion) -> None:
+        """Pre-store the rest of the suggestion for each prefix of it the user may type, so
+        typing along a shown suggestion costs no model call (as Tabby does)."""
+        if not result.text or result.replace_chars:
+            return
+        (pre, suf), rest = key[0], key[1:]
+        first_line = result.text.split("\n", 1)[0]
+        for i in range(1, min(len(first_line), 24)):
+            typed = result.text[:i]
+            follow = result.text[i:]
+            if not follow.strip():
+                break
+            if analyze(ctx.prefix + typed, ctx.suffix).multiline != ctx.multiline:
+                break  # a different kind of completion would be asked for
+            budget = key[4]
+            window = ((pre + typed)[-budget * 8:], suf)
+            self._store((window, *rest), Completion(follow, 0, result.multiline, 0.0, result.prompt_tokens,
+                                                    result.reused_tokens, 0, False))
+
+
+def _encodable(text: str) -> str:
+    """Lone surrogates (possible in JSON strings) cannot be tokenized: replace them."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def _drop_indent(text: str, indent: str) -> str:
+    """Remove up to len(indent) leading whitespace characters: the cursor already has them."""
+    n = 0
+    while n < len(indent) and n < len(text) and text[n] in " \t":
+        n += 1
+    return text[n:]

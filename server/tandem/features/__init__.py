@@ -1,0 +1,1 @@
+"""LSP handlers, one module per feature. Each exposes register(server)."""

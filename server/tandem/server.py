@@ -1,0 +1,200 @@
+"""The Tandem language server: state, model lifecycle and wiring of the features.
+
+Handlers stay thin: each feature lives in tandem/features/, the model work in
+tandem/completion and tandem/model (which never import pygls).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, asdict
+
+from lsprotocol import types
+from pygls.lsp.server import LanguageServer
+
+from . import __version__
+from .completion.engine import CompletionEngine
+from .model.loaded import LoadedModel, load_model
+from .model.loader import ModelError
+from .settings import Settings, parse_settings
+
+log = logging.getLogger(__name__)
+
+HOT_RELOAD_CHECK_S = 5.0
+
+
+@dataclass
+class Status:
+    state: str = "loading"  # loading | ready | error | disabled
+    message: str = "Starting"
+    model: str | None = None
+    device: str | None = None
+    lastLatencyMs: float | None = None
+
+
+class TandemServer(LanguageServer):
+    def __init__(self):
+        super().__init__("tandem", __version__)
+        self.settings = Settings()
+        self.init_settings: object = None  # initializationOptions, read at `initialized`
+        self.loop: asyncio.AbstractEventLoop | None = None  # set when `initialize` arrives
+        self.model: LoadedModel | None = None
+        self.engine: CompletionEngine | None = None
+        self.status = Status()
+        # One inference thread: the ONNX session is shared and decoding is serial anyway.
+        self.inference = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tandem-infer")
+        self.inflight: dict[str, threading.Event] = {}  # uri -> cancel flag of its running request
+        self._load_task: asyncio.Task | None = None
+        self._told_not_ready = False
+        self._model_stamp: float | None = None
+        self._last_stamp_check = 0.0
+        self._warned: set[str] = set()
+
+    # -- status --------------------------------------------------------------------------
+    def set_status(self, **changes) -> None:
+        for k, v in changes.items():
+            setattr(self.status, k, v)
+        self.protocol.notify("tandem/status", asdict(self.status))
+
+    def tell(self, message: str, kind=types.MessageType.Info) -> None:
+        """A pop-up: only for what the user can act on."""
+        self.window_show_message(types.ShowMessageParams(type=kind, message=f"Tandem: {message}"))
+
+    # -- settings --------------------------------------------------------------------------
+    def apply_settings(self, raw: object) -> None:
+        new, errors = parse_settings(raw, Settings())
+        for e in errors:
+            log.warning(e)
+            if e not in self._warned:  # once per bad value, not on every configuration pull
+                self._warned.add(e)
+                self.tell(e, types.MessageType.Warning)
+        old, self.settings = self.settings, new
+        if not new.enable:
+            self.set_status(state="disabled", message="Disabled by the tandem.enable setting")
+        elif self.status.state == "disabled":
+            self.set_status(state="ready" if self.model else "loading",
+                            message="Ready" if self.model else "Loading the model")
+        loading = self._load_task is not None and not self._load_task.done()
+        if new.restart_needed(old) or (self.model is None and not loading):
+            self.start_loading()  # also retries a load that failed, once settings change
+
+    async def pull_settings(self) -> None:
+        caps = self.client_capabilities.workspace
+        if not (caps and caps.configuration):
+            return
+        try:
+            result = await asyncio.wait_for(self.workspace_configuration_async(
+                types.ConfigurationParams(items=[types.ConfigurationItem(section="tandem")])), 10)
+        except Exception as e:  # an editor that cannot answer keeps the settings we have
+            log.warning("could not read settings from the editor: %s", e)
+            return
+        if result and result[0] is not None:
+            self.apply_settings(result[0])
+
+    # -- model lifecycle ------------------------------------------------------------------
+    def start_loading(self, device: str | None = None, reason: str | None = None) -> None:
+        if self._load_task and not self._load_task.done():
+            self._load_task.cancel()
+        self._load_task = asyncio.get_running_loop().create_task(self._load(device, reason))
+
+    async def _load(self, device: str | None, reason: str | None) -> None:
+        settings = self.settings
+        device = device or settings.device
+        token = str(uuid.uuid4())
+        self.set_status(state="loading", message=reason or "Loading the model", device=None)
+        progress = await self._progress_begin(token, "Tandem: loading the model")
+        loop = asyncio.get_running_loop()
+        try:
+            model = await loop.run_in_executor(self.inference, load_model, settings.modelPath or None, device)
+        except ModelError as e:
+            self.model, self.engine = None, None
+            log.error("%s", e)
+            self.set_status(state="error", message=str(e), model=None, device=None)
+            self.tell(str(e), types.MessageType.Error)
+            return
+        except Exception as e:  # anything else is a bug, but the server must keep serving
+            log.exception("loading the model failed")
+            self.set_status(state="error", message=f"Loading the model failed: {e}")
+            self.tell(f"Loading the model failed: {e}", types.MessageType.Error)
+            return
+        finally:
+            self._told_not_ready = False  # the next load may say "still loading" once again
+            if progress:
+                self.work_done_progress.end(token, types.WorkDoneProgressEnd(message="done"))
+        self.model, self.engine = model, CompletionEngine(model)
+        self._model_stamp = _stamp(model)
+        if model.note:
+            log.warning(model.note)
+            self.tell(model.note, types.MessageType.Warning)
+        log.info("model ready: %s on %s", model.label, model.device)
+        self.set_status(state="ready" if settings.enable else "disabled",
+                        message=f"{model.label} on {model.device}", model=model.label, device=model.device)
+
+    async def _progress_begin(self, token: str, title: str) -> bool:
+        caps = self.client_capabilities.window
+        if not (caps and caps.work_done_progress):
+            return False
+        try:
+            await asyncio.wait_for(self.work_done_progress.create_async(token), 5)
+        except Exception:
+            return False
+        self.work_done_progress.begin(token, types.WorkDoneProgressBegin(title=title, cancellable=False))
+        return True
+
+    def ready_engine(self) -> CompletionEngine | None:
+        """The engine, or None after telling the user once why there is none yet."""
+        if self.engine is not None:
+            self._maybe_hot_reload()
+            return self.engine
+        if not self._told_not_ready and self.status.state == "loading":
+            self._told_not_ready = True
+            self.tell("the model is still loading; completions start as soon as it is ready.")
+        return None
+
+    def _maybe_hot_reload(self) -> None:
+        """A rebuilt or fine-tuned model in the same place is picked up without a restart."""
+        now = asyncio.get_running_loop().time()
+        if now - self._last_stamp_check < HOT_RELOAD_CHECK_S or self.model is None:
+            return
+        self._last_stamp_check = now
+        stamp = _stamp(self.model)
+        if stamp != self._model_stamp and not (self._load_task and not self._load_task.done()):
+            log.info("the model on disk changed; reloading it")
+            self.start_loading(reason="The model on disk changed; reloading")
+
+    def on_inference_error(self, error: Exception) -> None:
+        """A failure inside the ONNX session. On a GPU (lost device, out of memory) fall
+        back to the CPU and say so; on the CPU, log it and keep serving."""
+        if self.model is not None and self.model.device == "cuda":
+            msg = f"The GPU failed during a completion ({str(error)[:200]}); switching to the CPU."
+            log.error(msg)
+            self.tell(msg, types.MessageType.Warning)
+            self.engine = None
+            self.start_loading(device="cpu", reason=msg)
+        else:
+            log.error("completion failed: %s", error, exc_info=error)
+
+
+def _stamp(model: LoadedModel) -> float | None:
+    """Newest mtime of the model's manifest and of the bundle above it (None if gone)."""
+    d = model.files.directory
+    times = []
+    for p in (d / "tandem-model.json", d.parent / "tandem-bundle.json"):
+        try:
+            times.append(os.stat(p).st_mtime)
+        except OSError:
+            pass
+    return max(times) if times else None
+
+
+def create_server() -> TandemServer:
+    from .features import inline_completion, lifecycle
+
+    server = TandemServer()
+    lifecycle.register(server)
+    inline_completion.register(server)
+    return server

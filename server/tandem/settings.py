@@ -1,0 +1,71 @@
+"""Typed settings (section `tandem`) with defaults. A bad value gives a message and the default."""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+DEVICES = ("auto", "cuda", "cpu")
+
+
+@dataclass(frozen=True)
+class Settings:
+    enable: bool = True
+    modelPath: str = ""  # empty: the default model built by `make model`
+    device: str = "auto"  # auto: CUDA when a usable GPU is there, else CPU
+    maxTokensSingleLine: int = 32
+    maxTokensMultiLine: int = 128
+    contextTokens: int = 1536  # prompt budget for the text around the cursor
+    prefixShare: float = 0.7  # of that budget, the share for text before the cursor
+    debounceMs: int = 150  # read by editor clients; the server cancels stale work itself
+
+    def restart_needed(self, other: "Settings") -> bool:
+        """Settings that change the loaded model, not just one request."""
+        return (self.modelPath, self.device) != (other.modelPath, other.device)
+
+
+_LIMITS = {
+    "maxTokensSingleLine": (1, 256),
+    "maxTokensMultiLine": (1, 1024),
+    "contextTokens": (64, 32768),
+    "prefixShare": (0.1, 0.9),
+    "debounceMs": (0, 5000),
+}
+
+
+def parse_settings(raw: object, base: Settings | None = None) -> tuple[Settings, list[str]]:
+    """Read the `tandem` section. Returns the settings and one message per rejected value."""
+    base = base or Settings()
+    if raw is None:
+        return base, []
+    if not isinstance(raw, dict):
+        return base, [f"Tandem settings must be an object, got {type(raw).__name__}; using defaults."]
+    errors: list[str] = []
+    values = {}
+    known = {f.name: f for f in fields(Settings)}
+    for key, value in raw.items():
+        if key not in known or value is None:
+            continue  # unknown keys belong to the editor extension (e.g. tandem.python)
+        default = getattr(Settings(), key)
+        problem = _check(key, value, default)
+        if problem:
+            errors.append(f"Setting tandem.{key} = {value!r} is invalid: {problem}. Using {default!r}.")
+            continue
+        values[key] = float(value) if isinstance(default, float) else value
+    return replace(base, **values), errors
+
+
+def _check(key: str, value: object, default: object) -> str | None:
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else "expected true or false"
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            return "expected a string"
+        if key == "device" and value not in DEVICES:
+            return f"expected one of {', '.join(DEVICES)}"
+        return None
+    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, int) and not (numeric and float(value).is_integer()):
+        return "expected a whole number"
+    if not numeric:
+        return "expected a number"
+    lo, hi = _LIMITS[key]
+    return None if lo <= value <= hi else f"expected a value from {lo} to {hi}"

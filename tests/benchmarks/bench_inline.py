@@ -1,0 +1,188 @@
+"""Benchmark: inline-completion latency through the LSP, and decode speed against
+transformers + torch `generate` on the same checkpoint and prompts, side by side.
+
+    .venv/bin/python tests/benchmarks/bench_inline.py [--model DIR] [--runs N] [--build-time]
+
+Prints p50/p95 latency (cold: a new place each time; repeated: the same place again;
+typing: one character more each time, which reuses the KV cache), decode tokens/s for
+ONNX and torch and their ratio, end-to-end latency ratio, and the server's resident memory.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from tests.e2e.harness import tandem  # noqa: E402
+
+
+def pct(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+
+
+def summary(name, xs):
+    return f"{name:<34} n={len(xs):<3} p50={pct(xs, 50):8.0f} ms  p95={pct(xs, 95):8.0f} ms"
+
+
+def sample_places(n: int):
+    """Cursor places in real code (~1k-token prompts): stdlib modules, each cut at a function body
+    (multi-line) or after `return ` (single-line)."""
+    import textwrap, json as js, argparse as ap, inspect as ins, statistics as st, shutil  # noqa: E401
+    places = []
+    for mod in (textwrap, js.encoder, ap, ins, st, shutil):
+        src = Path(mod.__file__).read_text()
+        lines = src.split("\n")
+        for i, line in enumerate(lines[200:], start=200):
+            s = line.strip()
+            if s.startswith("def ") and s.endswith(":") and len(places) < 2 * n:
+                indent = " " * (len(line) - len(line.lstrip()) + 4)
+                prefix = "\n".join(lines[:i + 1]) + "\n" + indent
+                # Empty body: drop the original body so the block is really empty.
+                k = i + 1
+                while k < len(lines) and (not lines[k].strip() or lines[k].startswith(indent)):
+                    k += 1
+                suffix = "\n\n" + "\n".join(lines[k:])
+                places.append(("multi", mod.__name__, prefix, suffix))
+            elif s.startswith("return ") and len(s) > 12 and sum(p[0] == "single" for p in places) < n:
+                col = line.index("return ") + len("return ")
+                prefix = "\n".join(lines[:i]) + "\n" + line[:col]
+                suffix = "\n" + "\n".join(lines[i + 1:])
+                places.append(("single", mod.__name__, prefix, suffix))
+        if sum(p[0] == "multi" for p in places) >= n and sum(p[0] == "single" for p in places) >= n:
+            break
+    single = [p for p in places if p[0] == "single"][:n]
+    multi = [p for p in places if p[0] == "multi"][:n]
+    return single, multi
+
+
+async def lsp_latency(model: str | None, runs: int, settings: dict):
+    single, multi = sample_places(runs)
+    out = {}
+    async with tandem(settings={**({"modelPath": model} if model else {}), **settings}) as s:
+        await s.wait_for_state("ready", timeout=300)
+        pid = s.client._server.pid
+        rss = psutil.Process(pid).memory_info().rss
+        for kind, places in (("single-line", single), ("multi-line", multi)):
+            cold, repeat = [], []
+            for i, (_, name, prefix, suffix) in enumerate(places):
+                uri = f"file:///bench/{kind}-{i}.py"
+                text = prefix + suffix
+                s.open(uri, text)
+                line = prefix.count("\n")
+                col = len(prefix) - prefix.rfind("\n") - 1
+                t0 = time.perf_counter()
+                await s.complete(uri, line, col, timeout=300)
+                cold.append((time.perf_counter() - t0) * 1000)
+                t0 = time.perf_counter()
+                await s.complete(uri, line, col, timeout=300)
+                repeat.append((time.perf_counter() - t0) * 1000)
+            out[kind] = {"cold": cold, "repeat": repeat}
+        # Typing: one character more each time at a fresh place (KV-cache reuse, no result cache).
+        _, name, prefix, suffix = single[0]
+        typing = []
+        for j, ch in enumerate("value_x"):
+            prefix = prefix + ch
+            uri = "file:///bench/typing.py"
+            s.open(uri, prefix + suffix)
+            t0 = time.perf_counter()
+            await s.complete(uri, prefix.count("\n"), len(prefix) - prefix.rfind("\n") - 1, timeout=300)
+            if j:  # the first one is cold
+                typing.append((time.perf_counter() - t0) * 1000)
+        out["typing"] = typing
+        rss_loaded = max(rss, psutil.Process(pid).memory_info().rss)
+        status = await s.client.workspace_execute_command_async(
+            __import__("lsprotocol").types.ExecuteCommandParams(command="tandem.status"))
+    out["rss_mb"] = rss_loaded / 2**20
+    out["status"] = status
+    return out, single, multi
+
+
+def decode_speed(model_dir: Path, places, new_tokens: int):
+    """ONNX (the server's own loop) vs torch generate: same checkpoint, same FIM prompts."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from tandem.completion.prompt import build_fim_prompt
+    from tandem.model.loaded import load_model
+
+    loaded = load_model(str(model_dir), "cpu")
+    hf = loaded.files.directory.parent / "hf"
+    tm = AutoModelForCausalLM.from_pretrained(hf, dtype=torch.float32).eval()
+    rows = []
+    for _, name, prefix, suffix in places:
+        p = build_fim_prompt(loaded.codec, loaded.fim, prefix, suffix, 1536, 0.7)
+        loaded.lm.clear_cache()
+        t0 = time.perf_counter()
+        g = loaded.lm.generate(p.ids, max_new_tokens=new_tokens, stop_ids=set())
+        onnx_total = time.perf_counter() - t0
+        onnx_tps = (len(g.ids) - 1) / g.decode_s
+        ids = torch.tensor([p.ids])
+        with torch.no_grad():
+            t0 = time.perf_counter()
+            tm.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=1, do_sample=False, pad_token_id=0)
+            t_first = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            out = tm.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
+                              min_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
+            torch_total = time.perf_counter() - t0
+        torch_tps = (out.shape[1] - ids.shape[1] - 1) / max(torch_total - t_first, 1e-9)
+        rows.append({"prompt_tokens": len(p.ids), "onnx_prefill_ms": g.prefill_s * 1e3, "onnx_tps": onnx_tps,
+                     "onnx_total_s": onnx_total, "torch_prefill_ms": t_first * 1e3, "torch_tps": torch_tps,
+                     "torch_total_s": torch_total})
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--model", help="model bundle (default: the built default model)")
+    ap.add_argument("--runs", type=int, default=8)
+    ap.add_argument("--new-tokens", type=int, default=32)
+    ap.add_argument("--build-time", action="store_true", help="also time a full model build into a fresh home")
+    a = ap.parse_args()
+    from tandem.model.loader import default_model_path
+    model_dir = Path(a.model) if a.model else default_model_path()
+    print(f"machine: {os.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} GiB; model {model_dir}")
+
+    lat, single, multi = asyncio.run(lsp_latency(a.model, a.runs, {}))
+    print(f"server: {lat['status'].get('message') if isinstance(lat['status'], dict) else lat['status']}")
+    print("\nInline completion latency through the LSP (client send -> response):")
+    for kind in ("single-line", "multi-line"):
+        print(summary(f"{kind} cold (new place)", lat[kind]["cold"]))
+        print(summary(f"{kind} repeated (same place)", lat[kind]["repeat"]))
+    print(summary("typing (+1 char, KV reuse)", lat["typing"]))
+    print(f"\nserver resident memory with the model loaded: {lat['rss_mb']:.0f} MiB")
+
+    rows = decode_speed(model_dir, single[:3] + multi[:3], a.new_tokens)
+    med = lambda k: statistics.median(r[k] for r in rows)  # noqa: E731
+    print(f"\nDecode, {a.new_tokens} new tokens, same checkpoint and FIM prompts "
+          f"(median of {len(rows)}, prompts {min(r['prompt_tokens'] for r in rows)}-{max(r['prompt_tokens'] for r in rows)} tokens):")
+    print(f"  ONNX (server loop)  prefill {med('onnx_prefill_ms'):7.0f} ms  decode {med('onnx_tps'):6.1f} tok/s  total {med('onnx_total_s'):6.2f} s")
+    print(f"  torch generate      prefill {med('torch_prefill_ms'):7.0f} ms  decode {med('torch_tps'):6.1f} tok/s  total {med('torch_total_s'):6.2f} s")
+    print(f"  ratio ONNX/torch: decode speed x{med('onnx_tps') / med('torch_tps'):.2f}, "
+          f"end-to-end time x{med('torch_total_s') / med('onnx_total_s'):.2f} faster")
+
+    if a.build_time:
+        with tempfile.TemporaryDirectory() as home:
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "tandem_models.build", "--home", home], check=True)
+            first = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "tandem_models.build", "--home", home], check=True)
+            again = time.perf_counter() - t0
+        print(f"\nmodel build from scratch: {first:.0f} s; rerun with nothing changed: {again:.1f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+from tandem.completion.context import analyze
+from tandem.completion.postprocess import finish, stop_early
+
+
+def run(src: str, raw: str, hit_limit: bool = False):
+    i = src.index("|")
+    ctx = analyze(src[:i], src[i + 1:])
+    return finish(ctx, raw, hit_limit)
+
+
+def test_single_line_stops_at_line_end():
+    s = run("x = |\n", "compute(1)\ny = 2\n")
+    assert s.text == "compute(1)" and s.replace_chars == 0
+
+
+def test_leading_newline_in_single_line_means_nothing():
+    assert run("x = foo|\n", "\nbar") is None
+
+
+def test_blank_suggestions_are_dropped():
+    assert run("def f():\n    |\n", "   \n\n") is None
+
+
+def test_overlap_with_closing_bracket_replaces_it():
+    s = run("print(|)\n", "'hello')")
+    assert s.text == "'hello')" and s.replace_chars == 1
+
+
+def test_closing_what_the_line_opened_replaces_the_rest():
+    s = run("if check(|)\n", "a, b):")
+    assert s.text == "a, b):" and s.replace_chars == 1
+
+
+def test_inner_brackets_do_not_eat_the_outer_closer():
+    s = run("print(|)\n", "len(x), 2")
+    assert s.text == "len(x), 2" and s.replace_chars == 0
+
+
+def test_retyping_what_follows_is_dropped():
+    assert run("foo(|)\n", ")") is None
+
+
+def test_stray_closer_is_cut():
+    s = run("x = |\n", "a + b)) + 1")
+    assert s.text == "a + b"
+
+
+def test_single_line_closes_brackets_it_opened():
+    s = run("x = |\n", "compute(a, [1, 2", hit_limit=True)
+    assert s.text == "compute(a, [1, 2])"
+
+
+def test_block_is_trimmed_at_dedent():
+    s = run("def add(a, b):\n    |\n", "return a + b\n\nprint(add(1, 2))\n")
+    assert s.text == "return a + b"
+
+
+def test_top_level_block_stops_at_next_top_level_statement():
+    s = run("|", "import os\nimport sys\n\n\ndef main():\n    pass\n")
+    assert s.text == "import os\nimport sys"
+
+
+def test_multiline_never_repeats_the_next_line():
+    s = run("def f(xs):\n    total = 0\n    |\n    return total\n",
+            "for x in xs:\n        total += x\n    return total\n")
+    assert s.text == "for x in xs:\n        total += x"
+
+
+def test_unfinished_last_line_is_dropped_at_token_limit():
+    s = run("def f():\n    |\n", "a = 1\n    b = compute(", hit_limit=True)
+    assert s.text == "a = 1"
+
+
+def test_stop_early_single_line_and_block():
+    ctx = analyze("x = ", "\n")
+    assert not stop_early(ctx, "foo(1")
+    assert stop_early(ctx, "foo(1)\n")
+    ctx = analyze("def f():\n    ", "\n")
+    assert not stop_early(ctx, "a = 1\n    b = 2\n")
+    assert stop_early(ctx, "a = 1\n\nprint(f())\nx")
+
+
+def test_closer_followed_by_more_code_is_replaced_not_doubled():
+    s = run("    return sum(|) + offset\n", "item for item in items)")
+    assert s.text == "item for item in items)" and s.replace_chars == 1

@@ -1,0 +1,81 @@
+/** Entry point: wires VS Code to the controller. The logic lives in the other modules. */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as vscode from 'vscode';
+import { runModelBuild } from './build';
+import { createTandemClient } from './client';
+import { TandemController } from './controller';
+import { ExplainView } from './explainView';
+import { checkTandemImportable } from './logic/process';
+import { onPythonInterpreterChanged, pythonFromExtension } from './python';
+import { TandemStatusBar } from './statusBar';
+
+let controller: TandemController | undefined;
+
+export async function activate(context: vscode.ExtensionContext): Promise<void> {
+  const log = vscode.window.createOutputChannel('Tandem', { log: true });
+  const statusBar = new TandemStatusBar();
+  const explainView = new ExplainView();
+  const ctl = new TandemController({
+    log,
+    statusBar,
+    explainView,
+    createClient: (python, middleware) => createTandemClient(python, log, middleware),
+    checkImport: (python) => checkTandemImportable(python),
+    pythonFromExtension: () => pythonFromExtension(log),
+    runBuild: runModelBuild,
+    checkout: findCheckout([
+      path.dirname(context.extensionPath),
+      ...(vscode.workspace.workspaceFolders ?? []).map((f) => f.uri.fsPath),
+    ]),
+  });
+  controller = ctl;
+
+  const command = (id: string, fn: (...args: unknown[]) => unknown): void => {
+    context.subscriptions.push(vscode.commands.registerCommand(id, fn));
+  };
+  command('tandem.enable', () => ctl.setEnabled(true));
+  command('tandem.disable', () => ctl.setEnabled(false));
+  command('tandem.toggle', () => ctl.toggle());
+  command('tandem.snooze', (minutes) => ctl.snoozeCommand(minutes));
+  command('tandem.restartServer', () => ctl.restart());
+  command('tandem.buildModel', () => ctl.buildModel());
+  command('tandem.explainSelection', () => ctl.explainSelection());
+  command('tandem.showLog', () => log.show(true));
+  // Not registered here on purpose: `tandem.completionAccepted` (and any other command the
+  // server lists in executeCommandProvider) is registered by vscode-languageclient's
+  // ExecuteCommandFeature, which forwards it to the server as workspace/executeCommand.
+
+  context.subscriptions.push(
+    log,
+    statusBar,
+    explainView,
+    ctl,
+    onPythonInterpreterChanged(() => void ctl.onPythonEnvironmentChanged()),
+  );
+
+  void ctl.start(); // activation returns at once; the status bar shows progress
+}
+
+export async function deactivate(): Promise<void> {
+  await controller?.shutdown();
+  controller = undefined;
+}
+
+/**
+ * A tandem checkout to name in the "pip install -e" hint: the folder above the extension
+ * (running from the repository) or an open workspace folder that is the checkout.
+ */
+function findCheckout(candidates: string[]): string | undefined {
+  for (const dir of candidates) {
+    try {
+      const text = fs.readFileSync(path.join(dir, 'pyproject.toml'), 'utf8');
+      if (/^name\s*=\s*"tandem"/m.test(text)) {
+        return dir;
+      }
+    } catch {
+      // not a checkout
+    }
+  }
+  return undefined;
+}
