@@ -72,8 +72,14 @@ def tool_versions() -> dict:
 
 
 def write_json(path: Path, data: dict) -> None:
+    text = json.dumps(data, indent=2, sort_keys=False) + "\n"
+    try:
+        if path.read_text() == text:
+            return  # unchanged: keep the mtime, so a running server does not reload for nothing
+    except OSError:
+        pass
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    tmp.write_text(text)
     tmp.replace(path)  # atomic: a reader never sees half a manifest
 
 

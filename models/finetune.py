@@ -30,25 +30,30 @@ SOURCE_SUFFIXES = {".py", ".pyi", ".js", ".jsx", ".ts", ".tsx", ".mjs", ".go", "
 SKIP_DIRS = {".git", ".hg", ".svn", ".venv", "venv", "node_modules", "__pycache__", ".tox",
              ".mypy_cache", ".pytest_cache", "site-packages", "build", "dist"}
 MAX_FILE_BYTES = 1_000_000  # larger files are generated or vendored, not code worth learning
-WHOLE_FILE_RATE = 0.2  # share of windows that are a whole (small enough) file
+# Where FIM splits fall in a line (see FimSampler.split): after the indentation, at a resting
+# place (after one of REST_AFTER), else anywhere.
+CURSOR_AT_INDENT, CURSOR_AT_REST = 0.4, 0.45
+REST_AFTER = " ([{.,"
 FIM_TOKEN_NAMES = ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>", "<|endoftext|>")
 
 
 @dataclass
 class FinetuneConfig:
     steps: int = 300
-    lr: float = 3e-4
-    min_lr: float = 3e-5  # cosine decay ends here
+    lr: float = 5e-5  # for a pretrained model; a model trained from scratch wants ~3e-3
+    min_lr: float = 5e-6  # cosine decay ends here
     warmup: int = 20
     weight_decay: float = 0.1
     grad_clip: float = 1.0
     batch_size: int = 8
     seq_len: int = 512  # longest example in tokens; windows are sized to fit
     fim_rate: float = 0.9  # share of FIM examples; the rest is plain left-to-right text
-    middle_weight: float = 1.0  # loss weight of FIM middle tokens relative to the rest
+    whole_file_rate: float = 0.1  # share of windows that are a whole file, where it fits
+    middle_weight: float = 1.0  # loss weight of a FIM middle (and its end token) vs. the rest
     seed: int = 1337
-    bf16: bool = True  # bf16 autocast on the CPU: about 2x faster on the project's machines
-    micro_tokens: int = 4096  # padded tokens per forward pass; a step may take several
+    bf16: bool = True  # bf16 autocast: about 1.5x faster on these CPUs (AVX512-BF16); weights stay fp32
+    micro_tokens: int = 2048  # padded tokens per forward pass (bounds memory: logits are
+    #                            tokens x vocab floats); a step may take several
     log_every: int = 10
 
 
@@ -94,15 +99,17 @@ class FimSampler:
         if not self.docs:
             raise ValueError("no training text: every file is empty")
         self.weights = [len(t) for t in self.docs]
-        ids = [tokenizer.convert_tokens_to_ids(t) for t in FIM_TOKEN_NAMES]
         vocab = tokenizer.get_vocab()
         missing = [t for t in FIM_TOKEN_NAMES if t not in vocab]
         if missing:
             raise ValueError(f"the tokenizer has no {missing}: it cannot be trained for FIM")
-        self.prefix_id, self.suffix_id, self.middle_id, self.eot_id = ids
-        # Characters per token, to size windows without tokenizing every candidate.
+        self.prefix_id, self.suffix_id, self.middle_id, self.eot_id = (
+            tokenizer.convert_tokens_to_ids(t) for t in FIM_TOKEN_NAMES)
+        # Characters per token, to size windows without tokenizing every candidate (in
+        # pieces: one long encode makes transformers warn about the model's context length).
         sample = "".join(self.docs)[:200_000]
-        self.chars_per_token = len(sample) / max(1, len(self.encode(sample)))
+        n = sum(len(self.encode(sample[i:i + 4000])) for i in range(0, len(sample), 4000))
+        self.chars_per_token = len(sample) / max(1, n)
 
     def encode(self, text: str) -> list[int]:
         if not text:
@@ -112,7 +119,7 @@ class FimSampler:
     def example(self) -> list[int]:
         text = self.window()
         if self.rng.random() >= self.cfg.fim_rate:
-            return self._fit(self.encode(text) + [self.eot_id])
+            return (self.encode(text) + [self.eot_id])[:self.cfg.seq_len]
         prefix, middle, suffix = self.split(text)
         pre, mid, suf = self.encode(prefix), self.encode(middle), self.encode(suffix)
         # Trim the outer ends first if the estimate was off: the middle is what we train for.
@@ -122,9 +129,6 @@ class FimSampler:
             pre, excess = pre[cut:], excess - cut
             suf = suf[:len(suf) - min(excess, len(suf))]
         ids = [self.prefix_id, *pre, self.suffix_id, *suf, self.middle_id, *mid, self.eot_id]
-        return self._fit(ids)
-
-    def _fit(self, ids: list[int]) -> list[int]:
         return ids[:self.cfg.seq_len]
 
     # A window is a run of whole lines, usually whole top-level blocks (a function, a
@@ -137,7 +141,7 @@ class FimSampler:
         for line in lines:
             starts.append(starts[-1] + len(line))
         budget = int((self.cfg.seq_len - 8) * self.chars_per_token * 0.9)
-        if len(doc) <= budget and rng.random() < WHOLE_FILE_RATE:
+        if len(doc) <= budget and rng.random() < self.cfg.whole_file_rate:
             return doc.rstrip() + "\n"  # the whole file: prompts at serving time often are
         top = [i for i, line in enumerate(lines) if line.strip() and not line[0].isspace()]
         if top and rng.random() < 0.8:
@@ -171,8 +175,15 @@ class FimSampler:
         line = lines[i]
         indent = len(line) - len(line.lstrip())
         body_end = len(line.rstrip("\n"))
-        if rng.random() < 0.6:
+        # Where a cursor rests: after the indentation, after a space or an opening bracket
+        # ("return |", "min(|"), else anywhere. Such a prompt ends on a token the text itself
+        # does not have there (" " alone, "(" without its word), a case worth practising.
+        where = rng.random()
+        rests = [c for c in range(indent + 1, body_end) if line[c - 1] in REST_AFTER]
+        if where < CURSOR_AT_INDENT:
             col = indent
+        elif where < CURSOR_AT_INDENT + CURSOR_AT_REST and rests:
+            col = rng.choice(rests)
         else:
             col = rng.randint(indent, max(indent, body_end))
         begin = starts[i] + col
@@ -211,7 +222,7 @@ def finetune(base_dir: Path, files: list[Path], out_dir: Path, cfg: FinetuneConf
     rng = random.Random(cfg.seed)
 
     tok = AutoTokenizer.from_pretrained(str(base_dir))
-    model = AutoModelForCausalLM.from_pretrained(str(base_dir), torch_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
     texts = [Path(f).read_text(encoding="utf-8", errors="replace") for f in files]
     sampler = FimSampler(texts, tok, cfg, rng)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else sampler.eot_id

@@ -50,15 +50,6 @@ def clamp(value, low, high):
     return max(low, min(value, high))
 
 
-def celsius_to_fahrenheit(celsius):
-    return celsius * 9 / 5 + 32
-
-
-def read_lines(path):
-    with open(path) as f:
-        return [line.rstrip("\n") for line in f]
-
-
 class Stack:
     def __init__(self):
         self.items = []
@@ -74,15 +65,3 @@ class Stack:
 
     def is_empty(self):
         return len(self.items) == 0
-
-
-class Point:
-    def __init__(self, x, y):
-        self.x = x
-        self.y = y
-
-    def distance_to(self, other):
-        return ((self.x - other.x) ** 2 + (self.y - other.y) ** 2) ** 0.5
-
-    def __repr__(self):
-        return f"Point({self.x}, {self.y})"

@@ -41,3 +41,28 @@ async def test_logs_go_to_the_editor_not_stdout(tiny_model):
         await s.wait_for_state("ready")
         # Had anything been printed to stdout, the JSON-RPC stream would have broken by now.
         assert any("model ready" in m for m in s.logs())
+
+
+async def test_a_rebuilt_model_is_hot_loaded(tiny_model, tmp_path):
+    import asyncio
+    import json
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    async with tandem(settings={"modelPath": str(model)}) as s:
+        await s.wait_for_state("ready")
+        s.open(URI, "def add(a, b):\n    ")
+        assert (await s.complete(URI, 1, 4)).items
+        # The pipeline rewrites the bundle when it rebuilds or fine-tunes the model in place.
+        bundle = model / "tandem-bundle.json"
+        data = json.loads(bundle.read_text())
+        data["notes"] = "rebuilt"
+        bundle.write_text(json.dumps(data))
+        readies = sum(status_field(x, "state") == "ready" for x in s.statuses)
+        await asyncio.sleep(5.5)  # the server looks at most every 5 s, on a request
+        await s.complete(URI, 1, 4)
+        await s.wait_for(lambda: sum(status_field(x, "state") == "ready" for x in s.statuses) > readies,
+                         what="the reloaded model")
+        assert any("model on disk changed" in m for m in s.logs())
+        assert (await s.complete(URI, 1, 4)).items
