@@ -3,29 +3,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-MANIFEST_NAME = "tandem-model.json"  # one per built variant directory
-BUNDLE_NAME = "tandem-bundle.json"  # one per model: lists variants by device
+# The server reads what the pipeline writes: one definition of names and places for both.
+from tandem.model.loader import BUNDLE_NAME, MANIFEST_NAME, tandem_home  # noqa: F401
 
 # Special tokens the serving path needs, by name. Qwen2.5-Coder spells them this way; the
 # tiny test model reuses the same names so both go through identical code.
 FIM_TOKENS = {"prefix": "<|fim_prefix|>", "suffix": "<|fim_suffix|>", "middle": "<|fim_middle|>"}
 STOP_TOKENS = ["<|endoftext|>", "<|im_end|>", "<|fim_pad|>", "<|file_sep|>", "<|repo_name|>",
                "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"]
-
-
-def tandem_home() -> Path:
-    """Where built models live: $TANDEM_HOME, else the user's cache directory."""
-    if os.environ.get("TANDEM_HOME"):
-        return Path(os.environ["TANDEM_HOME"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
-    return Path(base) / "tandem"
 
 
 def manifests_dir() -> Path:

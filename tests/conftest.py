@@ -10,7 +10,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def tiny_model() -> Path:
-    """A few-M-parameter qwen2 model with a locally trained tokenizer, fine-tuned on a small
+    """A 0.5M-parameter qwen2 model with a locally trained tokenizer, fine-tuned on a small
     corpus and exported to ONNX by models/ (cached under ~/.cache/tandem/test-models)."""
     from tandem_models.tiny import build_tiny_model
 
