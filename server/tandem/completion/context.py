@@ -14,6 +14,7 @@ from dataclasses import dataclass
 OPENERS = (":", "{", "(", "[", "=>", " do", " then")
 CLOSERS = set(")]}>\"'`;,:")
 _WORD = re.compile(r"[\w$]")
+SCAN_CHARS = 20_000  # how far to look for the neighbouring code line: bounded work per keystroke
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ class CursorContext:
     @property
     def next_code_line(self) -> str:
         """The first non-blank line after the cursor's line ('' if none)."""
-        for line in self.suffix.split("\n")[1:]:
+        for line in self.suffix[:SCAN_CHARS].split("\n")[1:]:
             if line.strip():
                 return line
         return ""
@@ -50,7 +51,7 @@ def analyze(prefix: str, suffix: str) -> CursorContext:
     line_prefix = prefix[line_start:]
     nl = suffix.find("\n")
     line_suffix = (suffix if nl < 0 else suffix[:nl]).rstrip("\r")
-    prev_lines = prefix[:line_start].split("\n")[:-1]
+    prev_lines = prefix[max(0, line_start - SCAN_CHARS):line_start].split("\n")[:-1]
     prev_code = next((l for l in reversed(prev_lines) if l.strip()), "")
     ctx = dict(prefix=prefix, suffix=suffix, line_prefix=line_prefix, line_suffix=line_suffix)
 

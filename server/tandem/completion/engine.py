@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from ..model.loaded import LoadedModel
 from ..settings import Settings
 from . import postprocess
-from .context import CursorContext, analyze, should_skip
+from .context import SCAN_CHARS, CursorContext, analyze, should_skip
 from .prompt import build_fim_prompt
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,8 @@ class CompletionEngine:
             follow = result.text[i:]
             if not follow.strip():
                 break
-            if analyze(ctx.prefix + typed, ctx.suffix).multiline != ctx.multiline:
+            near = analyze(ctx.prefix[-SCAN_CHARS:] + typed, ctx.suffix[:SCAN_CHARS])  # local view suffices
+            if near.multiline != ctx.multiline:
                 break  # a different kind of completion would be asked for
             budget = key[4]
             window = ((pre + typed)[-budget * 8:], suf)
