@@ -19,7 +19,7 @@ from pygls.lsp.server import LanguageServer
 from . import __version__
 from .completion.engine import CompletionEngine
 from .model.loaded import LoadedModel, load_model
-from .model.loader import ModelError
+from .model.loader import BUNDLE_NAME, MANIFEST_NAME, ModelError
 from .settings import Settings, parse_settings
 
 log = logging.getLogger(__name__)
@@ -183,7 +183,7 @@ def _stamp(model: LoadedModel) -> float | None:
     """Newest mtime of the model's manifest and of the bundle above it (None if gone)."""
     d = model.files.directory
     times = []
-    for p in (d / "tandem-model.json", d.parent / "tandem-bundle.json"):
+    for p in (d / MANIFEST_NAME, d.parent / BUNDLE_NAME):
         try:
             times.append(os.stat(p).st_mtime)
         except OSError:

@@ -14,7 +14,7 @@ from ..model.loaded import LoadedModel
 from ..settings import Settings
 from . import postprocess
 from .context import SCAN_CHARS, CursorContext, analyze, should_skip
-from .prompt import build_fim_prompt
+from .prompt import CHARS_PER_TOKEN_MAX, build_fim_prompt
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,8 @@ class CompletionEngine:
             return None
         budget = settings.contextTokens
         # Cache key: exactly what the model would see, plus the limits that shape the output.
-        window = (prefix[-budget * 8:], suffix[: budget * 8])
+        span = budget * CHARS_PER_TOKEN_MAX  # the most text the prompt builder can look at
+        window = (prefix[-span:], suffix[:span])
         key = (window, ctx.multiline, settings.maxTokensSingleLine, settings.maxTokensMultiLine,
                budget, settings.prefixShare)
         hit = self._cached(key, t0)
@@ -119,8 +120,7 @@ class CompletionEngine:
             near = analyze(ctx.prefix[-SCAN_CHARS:] + typed, ctx.suffix[:SCAN_CHARS])  # local view suffices
             if near.multiline != ctx.multiline:
                 break  # a different kind of completion would be asked for
-            budget = key[4]
-            window = ((pre + typed)[-budget * 8:], suf)
+            window = ((pre + typed)[-key[4] * CHARS_PER_TOKEN_MAX:], suf)
             self._store((window, *rest), Completion(follow, 0, result.multiline, 0.0, result.prompt_tokens,
                                                     result.reused_tokens, 0, False))
 

@@ -80,25 +80,41 @@ def _cut_repeat_of_suffix(ctx: CursorContext, text: str) -> str:
     return text
 
 
-def _balance(ctx: CursorContext, text: str) -> str:
-    """Drop a closer that matches nothing open; close what the completion itself opened
-    (single-line suggestions only: a block may legitimately continue)."""
-    stack = _open_brackets(ctx.line_prefix)
-    own: list[str] = []
+def _brackets(text: str):
+    """(offset, bracket) for each bracket outside string literals."""
     quote = None
     for i, ch in enumerate(text):
         if quote:
             if ch == quote and text[i - 1] != "\\":
                 quote = None
-            continue
-        if ch in "\"'`":
+        elif ch in "\"'`":
             quote = ch
-        elif ch in OPEN:
+        elif ch in OPEN or ch in PAIRS:
+            yield i, ch
+
+
+def _open_brackets(line: str) -> list[str]:
+    stack: list[str] = []
+    for _, ch in _brackets(line):
+        if ch in OPEN:
+            stack.append(ch)
+        elif stack and stack[-1] == PAIRS[ch]:
+            stack.pop()
+    return stack
+
+
+def _balance(ctx: CursorContext, text: str) -> str:
+    """Drop a closer that matches nothing open; close what the completion itself opened
+    (single-line suggestions only: a block may legitimately continue)."""
+    stack = _open_brackets(ctx.line_prefix)
+    own: list[str] = []
+    for i, ch in _brackets(text):
+        if ch in OPEN:
             stack.append(ch)
             own.append(ch)
-        elif ch in PAIRS:
-            if not stack or stack[-1] != PAIRS[ch]:
-                return text[:i].rstrip()
+        elif not stack or stack[-1] != PAIRS[ch]:
+            return text[:i].rstrip()
+        else:
             stack.pop()
             if own:
                 own.pop()
@@ -107,22 +123,6 @@ def _balance(ctx: CursorContext, text: str) -> str:
         if not ctx.line_suffix.lstrip().startswith(closers):
             text += closers
     return text
-
-
-def _open_brackets(line: str) -> list[str]:
-    stack: list[str] = []
-    quote = None
-    for i, ch in enumerate(line):
-        if quote:
-            if ch == quote and line[i - 1] != "\\":
-                quote = None
-        elif ch in "\"'`":
-            quote = ch
-        elif ch in OPEN:
-            stack.append(ch)
-        elif ch in PAIRS and stack and stack[-1] == PAIRS[ch]:
-            stack.pop()
-    return stack
 
 
 def _fit_to_line_suffix(ctx: CursorContext, text: str) -> Suggestion | None:
