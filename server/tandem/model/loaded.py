@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from tokenizers import Tokenizer
 
 from ..completion.prompt import FimIds
+from .chat import ChatTemplate, ChatTemplateError
 from .loader import ModelError, ModelFiles, resolve_model
 from .runtime import CausalLM, choose_providers, debug_delay, default_threads
 
@@ -37,6 +38,13 @@ class LoadedModel:
     fim: FimIds
     stop_ids: set[int]
     note: str | None  # e.g. "asked for CUDA but running on CPU because ..."
+    chat: ChatTemplate | None = None  # instruct models only
+
+    def encode_chat(self, messages: list[dict], assistant_prefix: str = "") -> list[int] | None:
+        """Token ids of a chat prompt in the model's own template; None without a template."""
+        if self.chat is None:
+            return None
+        return self.codec.encode(self.chat.render(messages, assistant_prefix=assistant_prefix))
 
     @property
     def device(self) -> str:
@@ -79,5 +87,10 @@ def load_model(path: str | None, device: str) -> LoadedModel:
                          "incomplete; rebuild the model with `make model`.") from None
     if wanted == "cuda" and lm.device != "cuda":
         note = "A GPU was found but onnxruntime could not use it (CUDA/cuDNN libraries?); running on the CPU."
+    try:
+        chat = ChatTemplate.from_dir(files.directory)
+    except ChatTemplateError as e:  # completions still work; chat features say why they cannot
+        log.warning("%s: %s", files.directory, e)
+        chat = None
     log.info("loaded %s on %s (%s)", files.label, lm.device, files.directory)
-    return LoadedModel(files, lm, codec, fim, stop_ids, note)
+    return LoadedModel(files, lm, codec, fim, stop_ids, note, chat)

@@ -1,0 +1,1 @@
+"""Generate a function body from its docstring, verified against the docstring's examples."""
