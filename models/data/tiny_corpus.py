@@ -65,3 +65,38 @@ class Stack:
 
     def is_empty(self):
         return len(self.items) == 0
+
+
+def square(x):
+    """Return x multiplied by itself.
+
+    >>> square(3)
+    9
+    """
+    return x * x
+
+
+def is_positive(n):
+    """Tell whether n is greater than zero.
+
+    >>> is_positive(5)
+    True
+    >>> is_positive(-2)
+    False
+    """
+    return n > 0
+
+
+def first_word(text):
+    """The first word of the text."""
+    return text.split()[0]
+
+
+class Counter:
+    def __init__(self):
+        self.count = 0
+
+    def increment(self):
+        """Add one to the count and return it."""
+        self.count += 1
+        return self.count

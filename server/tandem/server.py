@@ -20,6 +20,8 @@ from . import __version__
 from .completion.engine import CompletionEngine
 from .model.loaded import LoadedModel, load_model
 from .model.loader import BUNDLE_NAME, MANIFEST_NAME, ModelError
+from .provenance.explain import Explainer
+from .provenance.store import ProvenanceStore
 from .settings import Settings, parse_settings
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,10 @@ class TandemServer(LanguageServer):
         self._model_stamp: float | None = None
         self._last_stamp_check = 0.0
         self._warned: set[str] = set()
+        # What Tandem wrote into documents (hover explanations); bound to the workspace's state
+        # file at the first didOpen. Explanations decode on the same inference thread.
+        self.provenance = ProvenanceStore()
+        self.explainer = Explainer(lambda: self.model, self.inference)
 
     # -- status --------------------------------------------------------------------------
     def set_status(self, **changes) -> None:
@@ -134,7 +140,7 @@ class TandemServer(LanguageServer):
         self.set_status(state="ready" if settings.enable else "disabled",
                         message=f"{model.label} on {model.device}", model=model.label, device=model.device)
 
-    async def _progress_begin(self, token: str, title: str) -> bool:
+    async def _progress_begin(self, token: str, title: str, cancellable: bool = False) -> bool:
         caps = self.client_capabilities.window
         if not (caps and caps.work_done_progress):
             return False
@@ -142,7 +148,7 @@ class TandemServer(LanguageServer):
             await asyncio.wait_for(self.work_done_progress.create_async(token), 5)
         except Exception:
             return False
-        self.work_done_progress.begin(token, types.WorkDoneProgressBegin(title=title, cancellable=False))
+        self.work_done_progress.begin(token, types.WorkDoneProgressBegin(title=title, cancellable=cancellable))
         return True
 
     def ready_engine(self) -> CompletionEngine | None:
@@ -192,9 +198,13 @@ def _stamp(model: LoadedModel) -> float | None:
 
 
 def create_server() -> TandemServer:
-    from .features import inline_completion, lifecycle
+    from .features import code_actions, explain, hover, inline_completion, lifecycle, tracking
 
     server = TandemServer()
     lifecycle.register(server)
     inline_completion.register(server)
+    tracking.register(server)
+    hover.register(server)
+    explain.register(server)
+    code_actions.register(server)
     return server

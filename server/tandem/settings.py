@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 
 DEVICES = ("auto", "cuda", "cpu")
+FUNCTION_PROMPTS = ("auto", "chat", "fim")
 
 
 @dataclass(frozen=True)
@@ -16,6 +17,12 @@ class Settings:
     contextTokens: int = 1536  # prompt budget for the text around the cursor
     prefixShare: float = 0.7  # of that budget, the share for text before the cursor
     debounceMs: int = 150  # read by editor clients; the server cancels stale work itself
+    # "Generate function from docstring"
+    functionCandidates: int = 0  # bodies to try at most; 0: 8 on a GPU, 4 on a CPU
+    verifyExamples: bool = True  # run the docstring's examples against each candidate (sandboxed)
+    verifyTimeoutMs: int = 5000  # per candidate, all its examples together
+    maxTokensFunction: int = 320
+    functionPrompt: str = "auto"  # auto: the chat template when the model has one, else FIM
 
     def restart_needed(self, other: "Settings") -> bool:
         """Settings that change the loaded model, not just one request."""
@@ -28,7 +35,11 @@ _LIMITS = {
     "contextTokens": (64, 32768),
     "prefixShare": (0.1, 0.9),
     "debounceMs": (0, 5000),
+    "functionCandidates": (0, 32),
+    "verifyTimeoutMs": (200, 120000),
+    "maxTokensFunction": (16, 2048),
 }
+_CHOICES = {"device": DEVICES, "functionPrompt": FUNCTION_PROMPTS}
 
 
 def parse_settings(raw: object, base: Settings | None = None) -> tuple[Settings, list[str]]:
@@ -59,8 +70,8 @@ def _check(key: str, value: object, default: object) -> str | None:
     if isinstance(default, str):
         if not isinstance(value, str):
             return "expected a string"
-        if key == "device" and value not in DEVICES:
-            return f"expected one of {', '.join(DEVICES)}"
+        if key in _CHOICES and value not in _CHOICES[key]:
+            return f"expected one of {', '.join(_CHOICES[key])}"
         return None
     numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
     if isinstance(default, int) and not (numeric and float(value).is_integer()):

@@ -10,6 +10,7 @@ import os
 import sys
 import time
 from contextlib import asynccontextmanager
+from typing import Union
 from pathlib import Path
 
 from lsprotocol import types
@@ -27,6 +28,16 @@ class Session:
         self.client = client
         self.statuses: list = []
         self.version = 0
+
+        # lsprotocol reads a `(Command | CodeAction)[]` answer's CodeAction that carries a
+        # `command` as a bare Command; tell them apart by the type of `command` (see FACTS).
+        converter = client.protocol._converter
+
+        def command_or_action(obj, _type):
+            kind = types.Command if isinstance(obj.get("command"), str) else types.CodeAction
+            return converter.structure(obj, kind)
+
+        converter.register_structure_hook(Union[types.Command, types.CodeAction], command_or_action)
 
         @client.feature("tandem/status")
         def on_status(params):  # no `ls` first parameter: pygls then passes params alone

@@ -22,6 +22,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 PREFILL_CHUNK = 256  # tokens per prefill pass: bounds the time to notice a cancel
+TOP_K_SCAN = 512  # sampling looks for the nucleus among this many most likely tokens
 
 
 class Cancelled(Exception):
@@ -61,6 +62,30 @@ def choose_providers(device: str) -> tuple[list[str], str | None]:
                "the installed onnxruntime has no CUDA support (install onnxruntime-gpu instead of onnxruntime)")
         return ["CPUExecutionProvider"], f"`tandem.device` is 'cuda' but {why}; running on the CPU."
     return ["CPUExecutionProvider"], None
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Temperature and nucleus sampling; None in `generate` means greedy."""
+    temperature: float = 0.8
+    top_p: float = 0.95
+    seed: int = 0
+
+
+def _pick(last: np.ndarray, sampling: Sampling | None, rng: np.random.Generator | None) -> int:
+    if sampling is None or sampling.temperature <= 0:
+        return int(last.argmax())
+    z = last / sampling.temperature
+    p = np.exp(z - z.max())
+    p /= p.sum()
+    # The nucleus lies among the top few hundred tokens; sorting the whole vocabulary (150k
+    # for Qwen) every step would cost as much as a third of a decode step on a CPU.
+    k = min(len(p) - 1, TOP_K_SCAN)
+    top = np.argpartition(-p, k)[:k] if k > 0 else np.arange(len(p))
+    order = top[np.argsort(-p[top])]
+    keep = order[: int(np.searchsorted(np.cumsum(p[order]), sampling.top_p)) + 1]
+    q = p[keep] / p[keep].sum()
+    return int(keep[rng.choice(len(keep), p=q)])
 
 
 @dataclass
@@ -128,15 +153,18 @@ class CausalLM:
 
     # -- generation ---------------------------------------------------------------------
     def generate(self, prompt: list[int], *, max_new_tokens: int, stop_ids: set[int],
-                 cancel: threading.Event | None = None, stop_check=None) -> Generation:
-        """Greedy decode. `stop_check(ids) -> bool` lets the caller stop on decoded text."""
+                 cancel: threading.Event | None = None, stop_check=None,
+                 sampling: Sampling | None = None) -> Generation:
+        """Greedy decode, or sampled with `sampling`. `stop_check(ids) -> bool` lets the caller
+        stop on decoded text. Logprobs are the model's own (before temperature), per token."""
         if not prompt:
             raise ValueError("empty prompt")
         cancel = cancel or threading.Event()
         with self._lock:
-            return self._generate(prompt, max_new_tokens, stop_ids, cancel, stop_check)
+            return self._generate(prompt, max_new_tokens, stop_ids, cancel, stop_check, sampling)
 
-    def _generate(self, prompt, max_new_tokens, stop_ids, cancel, stop_check) -> Generation:
+    def _generate(self, prompt, max_new_tokens, stop_ids, cancel, stop_check, sampling) -> Generation:
+        rng = np.random.default_rng(sampling.seed) if sampling else None
         t0 = time.perf_counter()
         reuse = 0
         if self._cache_kv is not None:
@@ -161,7 +189,7 @@ class CausalLM:
         reason = "max_tokens"
         for step in range(max_new_tokens):
             last = logits[-1].astype(np.float64)
-            tok = int(last.argmax())
+            tok = _pick(last, sampling, rng)
             m = last.max()
             logprobs.append(float(last[tok] - m - np.log(np.exp(last - m).sum())))
             if tok in stop_ids:

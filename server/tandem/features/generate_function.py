@@ -1,0 +1,226 @@
+"""The "Generate function from docstring" code action.
+
+Listing it is cheap (a tree-sitter parse to find the stub at the cursor); the body is written
+in `codeAction/resolve`, with cancellable `$/progress`: candidates one by one (greedy, then
+sampled), each run against the docstring's examples in the sandbox, the best one kept.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+import uuid
+
+from lsprotocol import types
+
+from ..generate.function import Candidate, checked_module, generate_candidate, prepare
+from ..generate.sandbox import Limits, Verdict, run_examples
+from ..generate.stub import MAX_DOCSTRING_CHARS, Stub, find_stub
+from ..model.runtime import Cancelled
+from ..text import UTF16, offset_at, position_at
+
+log = logging.getLogger(__name__)
+
+TITLE = "Generate function from docstring"
+KIND = types.CodeActionKind.RefactorRewrite
+DATA_TAG = "tandem.generateFunction"
+
+
+def _is_python(doc) -> bool:
+    lang = (getattr(doc, "language_id", None) or "").lower()
+    return lang == "python" or (not lang and doc.uri.endswith((".py", ".pyi", ".pyw")))
+
+
+def _encoding(ls) -> str:
+    return str(ls.workspace.position_encoding or UTF16)
+
+
+def actions(ls, params: types.CodeActionParams) -> list[types.CodeAction]:
+    only = params.context.only if params.context else None
+    if only and not any(KIND.value.startswith(k.value if hasattr(k, "value") else str(k)) for k in only):
+        return []
+    doc = ls.workspace.get_text_document(params.text_document.uri)
+    if not _is_python(doc):
+        return []
+    text = doc.source
+    offset = offset_at(text, params.range.start.line, params.range.start.character, _encoding(ls))
+    stub = find_stub(text, offset)
+    if stub is None:
+        return []
+    action = types.CodeAction(title=TITLE, kind=KIND, data={
+        "tag": DATA_TAG, "uri": doc.uri, "version": doc.version, "offset": stub.start, "name": stub.qualname})
+    reason = None
+    if len(stub.docstring) > MAX_DOCSTRING_CHARS:
+        reason = (f"the docstring is {len(stub.docstring):,} characters long; Tandem writes functions from "
+                  f"docstrings of up to {MAX_DOCSTRING_CHARS:,}")
+    elif ls.engine is None:
+        reason = ls.status.message if ls.status.state == "error" else "the model is still loading"
+    elif not ls.settings.enable:
+        reason = "Tandem is disabled (tandem.enable)"
+    if reason:
+        caps = ls.client_capabilities.text_document
+        if not (caps and caps.code_action and caps.code_action.disabled_support):
+            return []  # a client that cannot show a greyed-out action gets none
+        action.disabled = types.CodeActionDisabledType(reason=reason)
+    return [action]
+
+
+async def resolve(ls, action: types.CodeAction) -> types.CodeAction:
+    data = action.data or {}
+    uri = data.get("uri")
+    try:
+        doc = ls.workspace.get_text_document(uri)
+        text = doc.source
+    except Exception:
+        ls.tell(f"cannot generate `{data.get('name')}`: the document is no longer open.", types.MessageType.Warning)
+        return action
+    stub = find_stub(text, int(data.get("offset", 0)))
+    if stub is None or stub.qualname != data.get("name"):
+        ls.tell(f"`{data.get('name')}` is no longer a function with only a docstring; nothing was generated.",
+                types.MessageType.Warning)
+        return action
+    engine = ls.ready_engine()
+    if engine is None:
+        ls.tell("the model is not ready; try again when the status says ready.", types.MessageType.Warning)
+        return action
+    model = engine.model
+    cancel = threading.Event()
+    token = str(uuid.uuid4())
+    progress = await ls._progress_begin(token, f"Tandem: writing {stub.qualname}", cancellable=True)
+    if progress and (future := ls.work_done_progress.tokens.get(token)) is not None:
+        future.add_done_callback(lambda _f: cancel.set())  # the user pressed cancel on the progress
+    t0 = time.perf_counter()
+    try:
+        best, tried, verdict_note, job = await _write(ls, model, doc.uri, text, stub, cancel,
+                                                      token if progress else None)
+    except asyncio.CancelledError:  # $/cancelRequest: stop the decode loop and the sandbox too
+        cancel.set()
+        raise
+    except Cancelled:
+        log.info("generating %s was cancelled", stub.qualname)
+        return action
+    except Exception as e:
+        ls.on_inference_error(e)
+        ls.tell(f"generating `{stub.qualname}` failed: {e}", types.MessageType.Error)
+        return action
+    finally:
+        if progress:
+            ls.work_done_progress.end(token, types.WorkDoneProgressEnd())
+    seconds = time.perf_counter() - t0
+    if best is None:
+        ls.tell(f"could not write a body for `{stub.qualname}` that parses ({tried} tried). "
+                "A more specific docstring may help.", types.MessageType.Warning)
+        return action
+    summary = best.verdict.summary if best.verdict else verdict_note
+    log.info("generated %s in %.1f s: %s (candidate %d of %d tried, mean logprob %.3f)",
+             stub.qualname, seconds, summary, best.index + 1, tried, best.mean_logprob)
+    v = best.verdict
+    if v and v.total and v.passed < v.total:
+        failure = f" First failure: {v.failures[0]}." if v.failures else ""
+        ls.tell(f"wrote `{stub.qualname}`, but only {summary} of its docstring.{failure} Review it.",
+                types.MessageType.Warning)
+    action.title = f"{TITLE}: {summary}"
+    action.edit = _edit(ls, doc, text, stub, best.replacement)
+    sources = [{"uri": doc.uri, **s} for s in job.prompt_sources]
+    action.command = _remember(ls, doc.uri, stub, best, model, summary, sources)
+    return action
+
+
+async def _write(ls, model, uri: str, text: str, stub: Stub, cancel: threading.Event, token: str | None):
+    """Candidates until one passes every example (or none can be run), at most the setting."""
+    settings = ls.settings
+    loop = asyncio.get_running_loop()
+    mode = settings.functionPrompt
+    if mode == "auto":
+        mode = "chat" if model.chat is not None else "fim"
+    job = await loop.run_in_executor(ls.inference, prepare, model, text, stub, mode,
+                                     settings.contextTokens, settings.prefixShare)
+    limit = settings.functionCandidates or (8 if model.device == "cuda" else 4)
+    note = None
+    checking = settings.verifyExamples and bool(job.examples) and job.runnable is None
+    if not job.examples:
+        note = "no examples in the docstring to check"
+    elif not settings.verifyExamples:
+        note = "examples not run (tandem.verifyExamples is off)"
+    elif job.runnable:
+        note = f"examples not run: {job.runnable}"
+    if not checking:
+        limit = min(limit, 2)  # nothing to choose by but likelihood: greedy, one retry if it fails to parse
+    limits = Limits(wall_s=settings.verifyTimeoutMs / 1000, cpu_s=max(1, int(settings.verifyTimeoutMs / 1000) + 1))
+    paths = [d] if (d := _doc_dir(uri)) else []
+    seen: set[str] = set()
+    found: list[Candidate] = []
+    tried = 0
+    for i in range(limit):
+        if token:
+            best = min(found, key=Candidate.rank_key) if found else None
+            msg = f"candidate {i + 1} of up to {limit}" + (f"; best so far {best.verdict.summary}" if best and best.verdict else "")
+            ls.work_done_progress.report(token, types.WorkDoneProgressReport(message=msg, percentage=int(100 * i / limit)))
+        tried += 1
+        cand = await loop.run_in_executor(ls.inference, generate_candidate, model, job, i,
+                                          settings.maxTokensFunction, cancel)
+        if cancel.is_set():
+            raise Cancelled()
+        if cand is None or cand.body in seen:
+            continue
+        seen.add(cand.body)
+        found.append(cand)
+        if not checking:
+            break
+        cand.verdict = await asyncio.to_thread(run_examples, checked_module(job, cand), job.examples,
+                                               limits=limits, cancel=cancel, paths=paths)
+        log.info("candidate %d for %s: %s in %.2f s (isolation %s)%s", i + 1, stub.qualname, cand.verdict.summary,
+                 cand.verdict.seconds, cand.verdict.isolation,
+                 f"; {cand.verdict.failures[0]}" if cand.verdict.failures else "")
+        if cancel.is_set():
+            raise Cancelled()
+        if cand.verdict.passed == cand.verdict.total:
+            break
+    best = min(found, key=Candidate.rank_key) if found else None
+    if best is not None and best.verdict is None:
+        note = note or "no examples to check"
+    return best, tried, note, job
+
+
+def _doc_dir(uri: str) -> str | None:
+    """The document's folder, so its examples can import sibling modules (read-only)."""
+    from pygls.uris import to_fs_path
+
+    path = to_fs_path(uri) if uri.startswith("file:") else None
+    return os.path.dirname(path) if path else None
+
+
+def _edit(ls, doc, text: str, stub: Stub, replacement: str) -> types.WorkspaceEdit:
+    enc = _encoding(ls)
+    start, end = position_at(text, stub.edit_start, enc), position_at(text, stub.edit_end, enc)
+    edit = types.TextEdit(range=types.Range(types.Position(*start), types.Position(*end)), new_text=replacement)
+    caps = ls.client_capabilities.workspace
+    if caps and caps.workspace_edit and caps.workspace_edit.document_changes and doc.version is not None:
+        # Versioned: an editor whose document changed meanwhile refuses the edit instead of
+        # applying it in the wrong place.
+        ident = types.OptionalVersionedTextDocumentIdentifier(uri=doc.uri, version=doc.version)
+        return types.WorkspaceEdit(document_changes=[types.TextDocumentEdit(text_document=ident, edits=[edit])])
+    return types.WorkspaceEdit(changes={doc.uri: [edit]})
+
+
+def _remember(ls, uri: str, stub: Stub, best: Candidate, model, summary: str,
+              sources: list[dict]) -> types.Command | None:
+    """Offer the body to provenance (hover explanations); the command confirms it was applied."""
+    store = getattr(ls, "provenance", None)
+    if store is None:
+        return None
+    from ..provenance.store import Generated
+
+    v: Verdict | None = best.verdict
+    verification = {"passed": v.passed, "total": v.total, "summary": v.summary, "failures": v.failures[:3],
+                    "isolation": v.isolation, "timed_out": v.timed_out} if v else {"summary": summary}
+    gen_id = store.offer(Generated(
+        uri=uri, start=stub.edit_start, text=best.replacement, kind="function", model=model.describe(),
+        created=time.time(), prompt_sources=sources, tokens=list(best.tokens), verification=verification,
+        extra={"name": stub.qualname, "candidate": best.index + 1, "sampled": best.sampled,
+               "mean_logprob": round(best.mean_logprob, 4)}))
+    return types.Command(title="Tandem: generated function applied", command="tandem.completionAccepted",
+                         arguments=[{"id": gen_id}])
+
