@@ -1,0 +1,361 @@
+"""Tandem's VS Code extension in real VS Code: code-server driven by Playwright in headless Chromium.
+
+VS Code's desktop build cannot be downloaded here; code-server is the same workbench and
+extension host served to a browser. The test installs its tools once (tools.py), installs
+the built .vsix into a fresh, isolated code-server, opens a workspace in headless Chromium
+and does what a user does, checking what the user sees:
+
+  1. the extension activates and starts `python -m tandem` (tandem.python = this Python,
+     tandem.modelPath = the tiny test model); the status bar item goes from loading to
+     ready with the device ("Tandem cpu");
+  2. in example.py (`def add(a, b):`), End + Enter puts the cursor on the indented body
+     line; Tandem's ghost text `return a + b` appears; Tab accepts it; Ctrl+S writes it;
+  3. typing a function into an empty file gets its body suggested the same way;
+  4. the command palette lists the Tandem commands; "Tandem: Show Log" shows the log
+     channel with the extension's and the server's lines.
+
+Screenshots go to $TANDEM_VSCODE_ARTIFACTS (default: a new /tmp/tandem-vscode-* folder); their
+paths are printed. The tiny model knows models/data/tiny_corpus.py by heart, so what it writes
+is known (the same case as tests/editor/test_neovim.py).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from .codeserver import CodeServer
+from .tools import ToolsUnavailable, ensure_tools, ensure_vsix
+
+pytestmark = [pytest.mark.vscode, pytest.mark.timeout(1200)]
+
+EXTENSION_ID = "tandem.tandem"
+READY_TIMEOUT_MS = 120_000   # server start + tiny model load on a busy 2-core machine
+GHOST_TIMEOUT_MS = 30_000
+UI_TIMEOUT_MS = 30_000
+
+# Records each change of the Tandem status bar item from page load on (a MutationObserver,
+# so a short "loading" phase is seen even if it lasts less than one Python-side poll).
+STATUS_RECORDER = """
+(() => {
+  window.__tandemStatus = [];
+  const t0 = performance.now();
+  let last = null;
+  const record = () => {
+    const el = [...document.querySelectorAll('.statusbar-item')].find((e) => (e.id || '').endsWith('tandem.status'));
+    const icon = el && el.querySelector('.codicon');
+    const snap = el ? { text: el.innerText.replace(/\\s+/g, ' ').trim(),
+                        icon: icon ? [...icon.classList].filter((c) => c.startsWith('codicon-')).join(' ') : '',
+                        label: el.getAttribute('aria-label') || '' }
+                    : { text: null, icon: '', label: '' };  // not created yet
+    const key = JSON.stringify(snap);
+    if (key !== last) {
+      last = key;
+      window.__tandemStatus.push({ ms: Math.round(performance.now() - t0), ...snap });
+    }
+  };
+  const start = () => {
+    record();
+    new MutationObserver(record).observe(document.body,
+      { subtree: true, childList: true, characterData: true, attributes: true, attributeFilter: ['aria-label', 'class'] });
+  };
+  if (document.body) start(); else document.addEventListener('DOMContentLoaded', start);
+})();
+"""
+
+GHOST_TEXT_JS = """() => {
+  const ed = document.querySelector('.editor-group-container.active .monaco-editor') || document.querySelector('.monaco-editor');
+  if (!ed) return null;
+  const parts = [...ed.querySelectorAll('.ghost-text-decoration, .ghost-text-decoration-preview, .ghost-text')];
+  if (!parts.length) return null;
+  return parts.map((e) => e.textContent).join('').replace(/\\u00a0/g, ' ');
+}"""
+
+EDITOR_LINES_JS = """() => {
+  const ed = document.querySelector('.editor-group-container.active .monaco-editor') || document.querySelector('.monaco-editor');
+  if (!ed) return null;
+  const rows = [...ed.querySelectorAll('.view-lines .view-line')]
+    .map((e) => [parseFloat(e.style.top) || 0, e.textContent.replace(/\\u00a0/g, ' ')]);
+  rows.sort((a, b) => a[0] - b[0]);
+  return rows.map((r) => r[1]);
+}"""
+
+
+class Editor:
+    """One code-server with Tandem, one browser page, and where the artifacts go."""
+
+    def __init__(self, page, server: CodeServer, workspace: Path, artifacts: Path, extensions: str, timings: dict):
+        self.page = page
+        self.server = server
+        self.workspace = workspace
+        self.artifacts = artifacts
+        self.extensions = extensions
+        self.timings = timings
+        self.shots: list[Path] = []
+
+    def shot(self, name: str) -> Path:
+        path = self.artifacts / f"{len(self.shots) + 1:02d}-{name}.png"
+        self.page.screenshot(path=str(path))
+        self.shots.append(path)
+        print(f"screenshot: {path}")
+        return path
+
+    def statuses(self) -> list[dict]:
+        return self.page.evaluate("() => window.__tandemStatus || []")
+
+    def status(self) -> dict | None:
+        s = self.statuses()
+        return s[-1] if s else None
+
+    def ghost_text(self) -> str | None:
+        return self.page.evaluate(GHOST_TEXT_JS)
+
+    def lines(self) -> list[str]:
+        return self.page.evaluate(EDITOR_LINES_JS) or []
+
+    def cursor_label(self) -> str:
+        """The status bar's "Ln x, Col y"."""
+        return self.page.locator("#status\\.editor\\.selection").inner_text(timeout=UI_TIMEOUT_MS).strip()
+
+    def channel_log(self) -> str:
+        """The Tandem output channel as VS Code writes it to its logs folder."""
+        logs = sorted((self.server.user_data / "logs").rglob("Tandem.log"), key=lambda p: p.stat().st_mtime)
+        return logs[-1].read_text(errors="replace") if logs else ""
+
+    def wait_ready(self) -> dict:
+        self.page.wait_for_function(
+            "() => { const s = window.__tandemStatus || []; const l = s[s.length - 1];"
+            " return l && l.icon.includes('codicon-sparkle'); }", timeout=READY_TIMEOUT_MS, polling=100)
+        return self.status()
+
+    def open_file(self, name: str) -> None:
+        """Click the file in the Explorer, as a person does, and wait for its editor tab."""
+        self.page.get_by_role("treeitem", name=name).first.click(timeout=UI_TIMEOUT_MS)
+        self.page.locator(f".tabs-container .tab[aria-label^='{name}']").first.wait_for(timeout=UI_TIMEOUT_MS)
+        self.page.locator(".editor-group-container.active .monaco-editor .view-lines").first.wait_for(
+            timeout=UI_TIMEOUT_MS)
+        self.page.locator(".editor-group-container.active .monaco-editor .view-lines").first.click()
+
+    def wait_ghost(self, expected: str | None = None, timeout_ms: int = GHOST_TIMEOUT_MS) -> tuple[str, float]:
+        """Wait for ghost text (equal to `expected` when given); returns it and the wait in ms."""
+        t0 = time.monotonic()
+        fn = (f"() => !!({GHOST_TEXT_JS})()" if expected is None
+              else f"() => ({GHOST_TEXT_JS})() === {json.dumps(expected)}")
+        try:
+            self.page.wait_for_function(fn, timeout=timeout_ms, polling=20)
+        except Exception as e:  # playwright TimeoutError: say what was on screen
+            self.shot("no-ghost-text")
+            raise AssertionError(f"no ghost text {expected!r} within {timeout_ms} ms; shown: {self.ghost_text()!r}; "
+                                 f"lines {self.lines()!r}; status {self.status()}") from e
+        return self.ghost_text(), (time.monotonic() - t0) * 1000
+
+
+@pytest.fixture(scope="module")
+def artifacts() -> Path:
+    path = Path(os.environ.get("TANDEM_VSCODE_ARTIFACTS") or tempfile.mkdtemp(prefix="tandem-vscode-"))
+    path.mkdir(parents=True, exist_ok=True)
+    print(f"\nartifacts (screenshots, logs): {path}")
+    return path
+
+
+@pytest.fixture(scope="module")
+def model_dir(request) -> Path:
+    """The tiny test model ($TANDEM_VSCODE_MODEL: an already built one, to skip the build)."""
+    if os.environ.get("TANDEM_VSCODE_MODEL"):
+        return Path(os.environ["TANDEM_VSCODE_MODEL"])
+    return request.getfixturevalue("tiny_model")
+
+
+@pytest.fixture(scope="module")
+def editor(model_dir, artifacts, request):
+    timings: dict[str, float] = {}
+    t0 = time.monotonic()
+    try:
+        tools = ensure_tools()
+        timings["tools_s"] = time.monotonic() - t0
+        t = time.monotonic()
+        vsix = ensure_vsix()
+        timings["vsix_s"] = time.monotonic() - t
+    except ToolsUnavailable as e:
+        pytest.fail(f"cannot set up the VS Code check: {e}\n(set TANDEM_SKIP_VSCODE=1 to skip it)")
+    sync_playwright = tools.import_playwright()
+
+    work = Path(tempfile.mkdtemp(prefix="tandem-code-server-"))
+    workspace = work / "workspace"
+    workspace.mkdir()
+    (workspace / "example.py").write_text("def add(a, b):\n")
+    (workspace / "typed.py").write_text("")
+    machine_settings = {"tandem.python": sys.executable, "tandem.modelPath": str(model_dir)}
+    server = CodeServer(tools, work, {"workbench.secondarySideBar.defaultVisibility": "hidden"}, machine_settings)
+    ok = False
+    try:
+        t = time.monotonic()
+        extensions = server.install_extension(vsix)
+        timings["install_extension_s"] = time.monotonic() - t
+        t = time.monotonic()
+        url = server.start()
+        timings["code_server_start_s"] = time.monotonic() - t
+        with sync_playwright() as p:
+            chromium = "/usr/lib/chromium/chromium" if Path("/usr/lib/chromium/chromium").exists() else tools.chromium
+            browser = p.chromium.launch(executable_path=str(chromium), headless=True, timeout=60_000)
+            try:
+                context = browser.new_context(viewport={"width": 1280, "height": 800})
+                context.set_default_timeout(UI_TIMEOUT_MS)
+                context.add_init_script(STATUS_RECORDER)
+                page = context.new_page()
+                t = time.monotonic()
+                page.goto(f"{url}/?folder={workspace}", timeout=60_000)
+                page.locator(".monaco-workbench").wait_for(timeout=90_000)
+                timings["workbench_s"] = time.monotonic() - t
+                ed = Editor(page, server, workspace, artifacts, extensions, timings)
+                failed_before = request.session.testsfailed
+                yield ed
+                ok = request.session.testsfailed == failed_before and not os.environ.get("TANDEM_VSCODE_KEEP")
+            finally:
+                browser.close()
+    finally:
+        server.stop()
+        timings["total_s"] = time.monotonic() - t0
+        logs = sorted((work / "user-data" / "logs").rglob("Tandem.log"))
+        for src in logs[-1:]:
+            shutil.copy(src, artifacts / "Tandem.log")
+        if (server.logs / "code-server.log").exists():
+            shutil.copy(server.logs / "code-server.log", artifacts / "code-server.log")
+        (artifacts / "timings.json").write_text(json.dumps(timings, indent=2))
+        print(f"\ntimings: {json.dumps({k: round(v, 1) for k, v in timings.items()})}")
+        if ok:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            print(f"code-server folder kept: {work}")
+
+
+def test_extension_activates_and_status_bar_goes_from_loading_to_ready(editor):
+    assert f"{EXTENSION_ID}@" in editor.extensions  # installed from the .vsix
+    t = time.monotonic()
+    ready = editor.wait_ready()
+    editor.timings["ready_after_workbench_s"] = time.monotonic() - t
+    editor.shot("ready")
+    history = editor.statuses()
+    print("status bar item over time:", json.dumps(history, indent=1))
+    texts = [s["text"] for s in history]
+    # Activation: the item exists, first spinning, then loading the model, then ready.
+    assert any("codicon-loading" in s["icon"] for s in history), history
+    loading = [i for i, s in enumerate(history) if s["text"] == "Tandem: loading"]
+    assert loading, f"never showed 'Tandem: loading': {texts}"
+    assert loading[0] < len(history) - 1
+    # Ready, with the device the server reported, and the model in the tooltip.
+    assert ready["text"] == "Tandem cpu", ready
+    assert "codicon-sparkle" in ready["icon"]
+    assert "Device: cpu" in ready["label"] and "Model: " in ready["label"], ready["label"]
+
+
+def test_ghost_text_appears_and_tab_accepts_it(editor):
+    page = editor.page
+    editor.wait_ready()
+    editor.open_file("example.py")
+    page.keyboard.press("Control+Home")
+    page.keyboard.press("End")
+    page.keyboard.press("Enter")  # VS Code indents the body line: cursor at "    |"
+    ghost, ms = editor.wait_ghost("return a + b")
+    editor.timings["ghost_ms"] = ms
+    shot = editor.shot("ghost-text")
+    print(f"ghost text {ghost!r} on screen {ms:.0f} ms after Enter ({shot})")
+    assert editor.lines()[:2] == ["def add(a, b):", "    return a + b"]  # the ghost is drawn inline
+    assert editor.cursor_label() == "Ln 2, Col 5"  # not inserted yet: the cursor is before it
+    assert (editor.workspace / "example.py").read_text() == "def add(a, b):\n"
+
+    page.keyboard.press("Tab")
+    page.wait_for_function(f"() => !({GHOST_TEXT_JS})()", timeout=UI_TIMEOUT_MS, polling=20)
+    page.wait_for_function("() => document.querySelector('#status\\\\.editor\\\\.selection')"
+                           "?.innerText.includes('Col 17')", timeout=UI_TIMEOUT_MS)
+    assert editor.lines()[:2] == ["def add(a, b):", "    return a + b"]
+    assert editor.cursor_label() == "Ln 2, Col 17"  # after the accepted text
+    page.keyboard.press("Control+s")
+    path = editor.workspace / "example.py"
+    deadline = time.monotonic() + UI_TIMEOUT_MS / 1000
+    while path.read_text() != "def add(a, b):\n    return a + b\n" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    editor.shot("accepted-and-saved")
+    assert path.read_text() == "def add(a, b):\n    return a + b\n"
+    # The status bar now shows the last completion's latency too.
+    assert editor.status()["text"].startswith("Tandem cpu "), editor.status()
+    assert editor.status()["text"].endswith(" ms") or editor.status()["text"].endswith(" s")
+
+
+def test_typing_a_function_gets_its_body_suggested(editor):
+    page = editor.page
+    editor.wait_ready()
+    editor.open_file("typed.py")
+    page.keyboard.press("Control+End")
+    # Typed key by key; VS Code closes the bracket itself and types over the `)`.
+    page.keyboard.type("def add(a, b):", delay=40)
+    page.keyboard.press("Enter")
+    ghost, ms = editor.wait_ghost("return a + b")
+    editor.shot("typed-ghost-text")
+    print(f"after typing: ghost text {ghost!r} {ms:.0f} ms after Enter")
+    page.keyboard.press("Tab")
+    page.wait_for_function(f"() => !({GHOST_TEXT_JS})()", timeout=UI_TIMEOUT_MS, polling=20)
+    page.keyboard.press("Control+s")
+    path = editor.workspace / "typed.py"
+    deadline = time.monotonic() + UI_TIMEOUT_MS / 1000
+    while "return" not in path.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert path.read_text() == "def add(a, b):\n    return a + b"
+
+
+def test_commands_in_palette_and_show_log_shows_the_server_log(editor):
+    page = editor.page
+    editor.wait_ready()
+    editor.open_file("example.py")  # "Explain Selection" is listed only when an editor is open
+    page.keyboard.press("Escape")
+    page.keyboard.press("F1")
+    box = page.locator(".quick-input-widget input")
+    box.wait_for(timeout=UI_TIMEOUT_MS)
+    box.fill(">Tandem:")
+    titles = ["Enable Completions", "Disable Completions", "Toggle Completions", "Snooze Completions...",
+              "Restart Server", "Build Default Model", "Explain Selection", "Show Log"]
+    rows = page.locator(".quick-input-list .monaco-list-row")
+    try:
+        page.wait_for_function(
+            "n => document.querySelectorAll('.quick-input-list .monaco-list-row').length >= n",
+            arg=len(titles), timeout=UI_TIMEOUT_MS)
+    finally:
+        editor.shot("command-palette")
+    labels = [r.get_attribute("aria-label") or "" for r in rows.all()]
+    print("palette:", labels)
+    for title in titles:
+        assert any(label.startswith(f"Tandem: {title}") for label in labels), (title, labels)
+
+    box.fill(">Tandem: Show Log")
+    page.locator(".quick-input-list .monaco-list-row[aria-label^='Tandem: Show Log']").first.wait_for(
+        timeout=UI_TIMEOUT_MS)
+    page.keyboard.press("Enter")
+    # The Output view's text (the panel's other editors, e.g. its filter box, are small inputs).
+    output_js = ("() => [...document.querySelectorAll('.part.panel .monaco-editor .view-lines')]"
+                 ".map((e) => e.innerText).join('\\n').replace(/\\u00a0/g, ' ')")
+    # The channel scrolls to its end, and the server logs every completion: filter it to the
+    # line wanted, with the Output view's own filter box, as a person would.
+    page.locator(".part.panel .monaco-editor .view-lines").first.wait_for(timeout=UI_TIMEOUT_MS)
+    page.locator(".part.panel .viewpane-filter input").first.fill("model ready")
+    try:
+        page.wait_for_function(f"() => ({output_js})().includes('model ready')", timeout=UI_TIMEOUT_MS)
+    finally:
+        editor.shot("log-channel")
+    text = page.evaluate(output_js)
+    print("log channel (visible part):\n" + text)
+    # The Output view shows the "Tandem" channel.
+    channel = page.evaluate("() => { const s = document.querySelector('.part.panel select.monaco-select-box');"
+                            " return s ? s.options[s.selectedIndex].text : null; }")
+    assert channel == "Tandem", channel
+    # The server's own lines (window/logMessage) are in it; the view is scrolled to the end.
+    assert "model ready:" in text and "on cpu" in text
+    # The whole channel, as VS Code keeps it on disk: the extension's lines come first.
+    log = editor.channel_log()
+    assert f"[info] Python: {sys.executable} (setting)" in log, log[:2000]
+    assert "[info] INFO tandem.server: model ready:" in log, log[:2000]
