@@ -1,0 +1,76 @@
+"""How sure the model was of what it wrote, from the log-probabilities of its tokens.
+
+`token_spans` maps the per-token log-probabilities of a generation onto character spans of
+the text that was shown; `summarize` turns them into a level (high / medium / low), the
+geometric-mean token probability, the lowest one, and the least confident spans.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+HIGH, MEDIUM = 0.80, 0.55  # geometric-mean probability thresholds
+LOW_TOKEN = 0.5  # a token below this probability is worth pointing at
+
+
+def token_spans(codec, text: str, logprobs, lead: str = "") -> list[tuple[int, int, float]]:
+    """(start, end, logprob) spans of `text` for the generated tokens' log-probabilities.
+
+    The generation's own token ids are not kept by the completion engine, so the text is
+    tokenized again: a greedy decode emits the tokenizer's canonical split in nearly every
+    case, so token i of the re-encoding is generated token i. `lead` is text the model wrote
+    before `text` that was removed afterwards (the indentation the cursor already had): its
+    tokens come first in `logprobs`. Tokens past the logprobs (closing brackets added by
+    post-processing) get no span; spans are clipped to `text`."""
+    logprobs = list(logprobs)
+    if not text or not logprobs:
+        return []
+    ids = codec.encode(lead + text)
+    spans: list[tuple[int, int, float]] = []
+    pos = 0
+    for i in range(min(len(ids), len(logprobs))):
+        end = len(codec.decode(ids[:i + 1]))  # a character split across tokens ends on its last
+        a, b = max(0, pos - len(lead)), min(len(text), end - len(lead))
+        pos = max(pos, end)
+        if b > a:
+            spans.append((a, b, float(logprobs[i])))
+    return spans
+
+
+@dataclass(frozen=True)
+class Summary:
+    level: str  # "high" | "medium" | "low" | "unknown"
+    mean_p: float | None  # geometric mean of the token probabilities
+    min_p: float | None
+    tokens: int
+    low: list[tuple[int, int, float]]  # least confident spans, (start, end, probability), by position
+
+    def describe(self) -> str:
+        if self.mean_p is None:
+            return "unknown: no token probabilities were recorded"
+        return (f"{self.level}: average token probability {self.mean_p:.0%}, lowest {self.min_p:.0%} "
+                f"over {self.tokens} token{'s' if self.tokens != 1 else ''}")
+
+
+def summarize(tokens, text: str = "", max_spans: int = 3) -> Summary:
+    tokens = [(int(a), int(b), float(lp)) for a, b, lp in tokens or ()]
+    if not tokens:
+        return Summary("unknown", None, None, 0, [])
+    lps = [lp for _, _, lp in tokens]
+    mean_p = math.exp(sum(lps) / len(lps))
+    min_p = math.exp(min(lps))
+    level = "high" if mean_p >= HIGH else "medium" if mean_p >= MEDIUM else "low"
+    # Least confident tokens, joined with neighbours that are unsure too, most doubtful first.
+    unsure = [(a, b, math.exp(lp)) for a, b, lp in tokens if math.exp(lp) < LOW_TOKEN]
+    if text:
+        unsure = [(a, b, p) for a, b, p in unsure if text[a:b].strip()]  # whitespace says little
+    merged: list[list] = []
+    for a, b, p in unsure:
+        if merged and a <= merged[-1][1] + (1 if text and text[merged[-1][1]:a].strip() == "" else 0):
+            merged[-1][1] = max(merged[-1][1], b)
+            merged[-1][2] = min(merged[-1][2], p)
+        else:
+            merged.append([a, b, p])
+    worst = sorted(merged, key=lambda m: m[2])[:max_spans]
+    low = sorted(((a, b, p) for a, b, p in worst), key=lambda m: m[0])
+    return Summary(level, mean_p, min_p, len(tokens), low)

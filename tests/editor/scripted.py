@@ -1,0 +1,73 @@
+"""Run a scripted Neovim session (a Lua driver such as hover.lua) against Tandem.
+
+Same setup as nvim.run_cases (isolated headless Neovim, Tandem configured with the given
+settings, the server in Neovim's process group so a timeout kills both), for drivers that
+do more than accept one completion.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from .nvim import DRIVER, NvimError, _init_lua, _isolated_env, _kill_tree, _reap_group, find_nvim
+
+
+def run_script(driver: Path, files: dict[str, str], config: dict, settings: dict, *, timeout: float = 180.0,
+               env: dict | None = None, keep: bool = False, log_level: str = "WARN") -> dict:
+    """Run another driver script (e.g. hover.lua) in a headless Neovim with Tandem set up as
+    for `run_cases`. `files` (relative path -> text) are written to a fresh workspace, whose
+    path the driver finds in its config as `workspace`; `env` is added to the environment
+    (e.g. TANDEM_HOME). Returns the driver's JSON result, with "workdir" added; raises
+    NvimError when the driver does not finish."""
+    nvim = find_nvim()
+    workdir = Path(tempfile.mkdtemp(prefix="tandem-nvim-"))
+    run_env = {**_isolated_env(workdir / "home"), **(env or {})}
+    root = workdir / "workspace"
+    root.mkdir()
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text, encoding="utf-8")
+    result_path = workdir / "result.json"
+    config_path = workdir / "driver-config.json"
+    config_path.write_text(json.dumps({"poll_ms": 5, "total_timeout_ms": int(timeout * 1000), **config,
+                                       "workspace": str(root), "result_path": str(result_path)}))
+    init = workdir / "init.lua"
+    init.write_text(_init_lua(settings, root, config_path, log_level).replace(
+        f"dofile({json.dumps(str(DRIVER))})", f"dofile({json.dumps(str(driver))})"))
+    with open(workdir / "nvim.stdout", "wb") as out, open(workdir / "nvim.stderr", "wb") as err:
+        proc = subprocess.Popen([nvim, "--headless", "--clean", "-u", str(init), "-n", "-i", "NONE"],
+                                cwd=root, env=run_env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                start_new_session=True)
+        killed = False
+        try:
+            proc.wait(timeout=timeout + 10)
+        except subprocess.TimeoutExpired:
+            killed = True
+        finally:
+            if killed or proc.poll() is None:
+                _kill_tree(proc)
+            else:
+                _reap_group(proc.pid)
+    try:
+        data = json.loads(result_path.read_text())
+    except (OSError, ValueError):
+        data = {"error": "Neovim wrote no result", "events": []}
+    data["workdir"] = str(workdir)
+    if killed or data.get("error") or not data.get("done"):
+        msg = [f"Neovim run failed: {data.get('error') or 'the driver did not finish'}"
+               + (" (killed at the timeout)" if killed else ""),
+               f"(nvim exit code {proc.returncode}, files kept in {workdir})", "--- driver events ---",
+               *data.get("events", [])[-40:]]
+        tail = (workdir / "nvim.stderr").read_text(errors="replace")[-3000:].strip()
+        if tail:
+            msg += ["--- nvim.stderr ---", tail]
+        lsp_log = workdir / "home" / "xdg_state_home" / "nvim" / "lsp.log"
+        if lsp_log.exists():
+            msg += ["--- lsp.log (tail) ---", lsp_log.read_text(errors="replace")[-4000:]]
+        raise NvimError("\n".join(msg))
+    if not keep:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return data
