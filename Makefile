@@ -37,6 +37,12 @@ test: setup
 	$(BIN)/python -m pytest -p no:cacheprovider -q tests
 	cd vscode-extension && npm ci --no-audit --no-fund && npm run check && npm test && npm run package
 
+# The extension in real VS Code: code-server driven by Playwright in headless Chromium (tools
+# installed once under ~/.cache/tandem/editor-tools; screenshots' paths are printed).
+.PHONY: test-vscode
+test-vscode: setup vsix
+	$(BIN)/python -m pytest -p no:cacheprovider -q -s -m vscode tests/editor/vscode
+
 # The default model's whole path, end to end (needs `make model` first: minutes).
 test-slow: model
 	$(BIN)/python -m pytest -m slow -p no:cacheprovider -q tests

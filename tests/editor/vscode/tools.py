@@ -34,7 +34,6 @@ from pathlib import Path
 NODE_VERSION = "24.21.0"
 CODE_SERVER_VERSION = "4.139.1"
 PLAYWRIGHT_VERSION = "1.65.2"
-APT_PACKAGES = ("chromium", "libkrb5-dev")
 INSTALL_TIMEOUT = 600  # seconds for one install step (code-server builds native modules: ~1.5 min)
 
 
@@ -101,17 +100,17 @@ def _fresh(path: Path) -> Path:
     return tmp
 
 
-def _apt_missing() -> list[str]:
+def _apt_missing(building: bool) -> list[str]:
     missing = []
     if not (shutil.which("chromium") or Path("/usr/bin/chromium").exists()):
         missing.append("chromium")
-    if not Path("/usr/include/krb5.h").exists() and not Path("/usr/include/gssapi/gssapi.h").exists():
-        missing.append("libkrb5-dev")
+    if building and not Path("/usr/include/gssapi/gssapi.h").exists():
+        missing.append("libkrb5-dev")  # only to build code-server's kerberos module
     return missing
 
 
-def ensure_apt(log: Path) -> None:
-    missing = _apt_missing()
+def ensure_apt(log: Path, building: bool = True) -> None:
+    missing = _apt_missing(building)
     if not missing:
         return
     if os.geteuid() != 0 or not shutil.which("apt-get"):
@@ -195,7 +194,7 @@ def ensure_tools() -> Tools:
     root = tools_dir()
     with _lock(root):
         log = root / "install.log"
-        ensure_apt(log)
+        ensure_apt(log, building=not (root / f"code-server-{CODE_SERVER_VERSION}" / ".complete").exists())
         node = ensure_node(root, log)
         entry = ensure_code_server(root, node, log)
         pw = ensure_playwright(root, log)
