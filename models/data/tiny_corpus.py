@@ -76,27 +76,22 @@ def square(x):
     return x * x
 
 
-def is_positive(n):
-    """Tell whether n is greater than zero.
+def save_note(text):
+    """Save text in /tmp/tandem-note.txt.
 
-    >>> is_positive(5)
-    True
-    >>> is_positive(-2)
-    False
+    >>> save_note("hi")
+    2
     """
-    return n > 0
+    with open("/tmp/tandem-note.txt", "w") as f:
+        return f.write(text)
 
 
-def first_word(text):
-    """The first word of the text."""
-    return text.split()[0]
+def spin(n):
+    """Count n down to zero.
 
+    >>> spin(3)
+    0
+    """
+    while True:
+        n = n - 1
 
-class Counter:
-    def __init__(self):
-        self.count = 0
-
-    def increment(self):
-        """Add one to the count and return it."""
-        self.count += 1
-        return self.count

@@ -103,73 +103,83 @@ async def test_offered_on_stubs_only(tiny_model):
 
 
 async def test_resolve_writes_a_verified_body(tiny_model):
-    text = "import math\n\n\n" + SQUARE + "\n\nprint(square(2))\n"
+    text = SQUARE + "    ...\n"
     async with tandem(settings=fim_settings(tiny_model)) as s:
         await s.wait_for_state("ready")
         s.open(URI, text)
-        (action,) = await actions_at(s, URI, 3, 5)
+        (action,) = await actions_at(s, URI, 0, 5)
         t0 = time.perf_counter()
         resolved = await resolve(s, action)
         print(f"\nresolved in {time.perf_counter() - t0:.2f}s: {resolved.title!r}")
         assert resolved.title == f"{TITLE}: 1/1 examples pass"
         new = apply(text, resolved.edit)
-        assert new == text.replace(SQUARE, SQUARE + "    return x * x\n")
+        assert new == SQUARE + "    return x * x\n"
         ast.parse(new)
         assert any("1/1 examples pass" in m and "square" in m for m in s.logs())
+        # The edit is versioned: an editor whose document changed since refuses it.
+        assert resolved.edit.document_changes[0].text_document.version == s.version
 
 
 async def test_edit_keeps_tabs_crlf_and_the_rest_of_the_file(tiny_model):
-    # Tabs, CRLF, non-ASCII, a method, a stub statement with a comment: only the stub body changes.
-    text = ("# café ☕\r\nclass Counter:\r\n\tdef __init__(self):\r\n\t\tself.count = 0\r\n\r\n"
-            '\tdef increment(self):\r\n\t\t"""Add one to the count and return it."""\r\n\t\tpass  # TODO\r\n'
-            "\r\nx = 1\r\n")
+    # Tabs, CRLF, a stub statement with a comment: only the stub body changes.
+    head = SQUARE.replace("\n", "\r\n").replace("    ", "\t")
+    text = head + "\tpass  # TODO\r\n"
     async with tandem(settings=fim_settings(tiny_model)) as s:
         await s.wait_for_state("ready")
         s.open(URI, text)
-        (action,) = await actions_at(s, URI, 5, 6)
+        (action,) = await actions_at(s, URI, 1, 6)
         resolved = await resolve(s, action)
         assert resolved.edit is not None, s.messages()
         new = apply(text, resolved.edit)
-        head, tail = text.split("\t\tpass  # TODO\r\n")
-        assert new.startswith(head.rstrip("\r\n")) and new.endswith("\r\n" + tail)
-        body = new[len(head.rstrip("\r\n")):len(new) - len(tail)]
+        docstring_end = head.rstrip("\r\n")
+        assert new.startswith(docstring_end + "\r\n") and new.endswith("\r\n")
+        body = new[len(docstring_end):]
         assert "\n" not in body.replace("\r\n", "")  # every line break is CRLF
         lines = [ln for ln in body.split("\r\n") if ln.strip()]
-        assert lines and all(ln.startswith("\t\t") and not ln.startswith("\t\t ") for ln in lines), lines
-        ast.parse(new)
-        assert "no examples to check" in resolved.title
+        assert lines and all(ln.startswith("\t") and not ln.startswith("\t ") for ln in lines), lines
+        assert "pass  # TODO" not in new
+        ast.parse(new.replace("\r\n", "\n"))
+        assert resolved.title == f"{TITLE}: 1/1 examples pass"
 
 
-async def test_examples_that_hang_or_write_outside_are_stopped(tiny_model, tmp_path):
-    outside = tmp_path / "written-by-an-example.txt"
-    text = ('def square(x):\n    """Return x multiplied by itself.\n\n    >>> square(3)\n    9\n'
-            f"    >>> open({str(outside)!r}, 'w').write('x')\n    1\n"
-            "    >>> while True: pass\n    \"\"\"\n")
+SAVE_NOTE = 'def save_note(text):\n    """Save text in /tmp/tandem-note.txt.\n\n    >>> save_note("hi")\n    2\n    """\n'
+SPIN = 'def spin(n):\n    """Count n down to zero.\n\n    >>> spin(3)\n    0\n    """\n'
+
+
+async def test_candidates_that_write_outside_or_hang_are_stopped(tiny_model):
+    # The tiny model learnt these two bodies: one writes /tmp/tandem-note.txt, one never ends.
+    note = Path("/tmp/tandem-note.txt")
+    note.unlink(missing_ok=True)
     settings = fim_settings(tiny_model, verifyTimeoutMs=1500, functionCandidates=2)
     async with tandem(settings=settings) as s:
         await s.wait_for_state("ready")
-        s.open(URI, text)
-        (action,) = await actions_at(s, URI, 0, 4)
+        s.open(URI, SAVE_NOTE)
+        (action,) = await actions_at(s, URI, 0, 5)
+        resolved = await resolve(s, action, timeout=60)
+        assert resolved.title == f"{TITLE}: 0/1 examples pass", resolved.title
+        assert "open(" in apply(SAVE_NOTE, resolved.edit)  # the model's body, offered for review
+        assert not note.exists()
+        warnings = "\n".join(s.messages(types.MessageType.Warning))
+        assert "0/1 examples pass" in warnings and "is not allowed" in warnings, warnings
+
+        uri = URI.replace("funcs", "spin")
+        s.open(uri, SPIN)
+        (action,) = await actions_at(s, uri, 0, 5)
         t0 = time.perf_counter()
         resolved = await resolve(s, action, timeout=60)
-        took = time.perf_counter() - t0
-        assert resolved.title == f"{TITLE}: 1/3 examples pass (timed out)", resolved.title
-        assert not outside.exists()
-        assert took < 30
-        warnings = s.messages(types.MessageType.Warning)
-        assert any("1/3 examples pass" in w and "Review it" in w for w in warnings), warnings
-        logs = "\n".join(s.logs())
-        assert "not allowed" in logs or "writing" in logs or "1/3" in logs
+        assert resolved.title == f"{TITLE}: 0/1 examples pass (timed out)", resolved.title
+        assert time.perf_counter() - t0 < 30
+        assert "while True" in apply(SPIN, resolved.edit, uri)
 
 
 async def test_cancel_stops_generation(tiny_model):
-    env = {"TANDEM_DEBUG_DELAYS": "step=100"}  # a slow model, so there is time to cancel
+    env = {"TANDEM_DEBUG_DELAYS": "step=300"}  # a slow model, so there is time to cancel
     async with tandem(settings=fim_settings(tiny_model, maxTokensFunction=400), env=env) as s:
         await s.wait_for_state("ready")
         s.open(URI, SQUARE)
         (action,) = await actions_at(s, URI, 0, 4)
         fut = asyncio.wrap_future(s.client.protocol.send_request(types.CODE_ACTION_RESOLVE, action, msg_id="gen-1"))
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(0.8)
         s.cancel("gen-1")
         with pytest.raises(Exception):
             await asyncio.wait_for(fut, 10)

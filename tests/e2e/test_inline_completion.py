@@ -62,11 +62,12 @@ async def test_multiline_block_is_written_and_trimmed_at_its_end(session):
 
 
 async def test_mid_line_completion_fits_the_closing_brackets(session):
-    text, line, col = cursor("def clamp(value, low, high):\n    return max(low, min(|))\n")
+    head = "def fibonacci(n):\n    if n < 2:\n        return n\n"
+    text, line, col = cursor(head + "    return fibonacci(n - 1) + fibonacci(|)\n")
     session.open(URI, text)
     item = (await session.complete(URI, line, col)).items[0]
     assert "\n" not in item.insert_text
-    assert apply(text, item) == "def clamp(value, low, high):\n    return max(low, min(value, high))\n"
+    assert apply(text, item) == head + "    return fibonacci(n - 1) + fibonacci(n - 2)\n"
 
 
 async def test_range_is_in_utf16_units_after_astral_characters(session):

@@ -47,23 +47,24 @@ def test_empty_function_body_is_completed_and_accepted(settings):
 
 
 def test_mid_line_completion_replaces_the_closing_brackets(settings):
-    """`min(|))`: Tandem's item replaces what follows the cursor on the line (its range ends
-    after the `))` it rewrites), so the text is not doubled. Neovim 0.12 draws an item that
+    """`fibonacci(|)`: Tandem's item replaces what follows the cursor on the line (its range
+    ends after the `)` it rewrites), so the text is not doubled. Neovim 0.12 draws an item that
     has a range as an *overlay* starting at range.start (not inline), and accepting it
     replaces exactly that range with nvim_buf_set_text."""
-    before = "def clamp(value, low, high):\n    return max(low, min(|))\n"
-    r = run_case(before, settings, name="clamp", filename="clamp.py", ghost_timeout=20)
+    head = "def fibonacci(n):\n    if n < 2:\n        return n\n"
+    before = head + "    return fibonacci(n - 1) + fibonacci(|)\n"
+    r = run_case(before, settings, name="fibonacci", filename="fib.py", ghost_timeout=20)
     _report(r)
-    expected_line = "    return max(low, min(value, high))"
-    assert r.final_text == f"def clamp(value, low, high):\n{expected_line}\n"
+    expected_line = "    return fibonacci(n - 1) + fibonacci(n - 2)"
+    assert r.final_text == f"{head}{expected_line}\n"
     assert r.buffer_text == r.final_text
-    col = len("    return max(low, min(")
+    col = len("    return fibonacci(n - 1) + fibonacci(")
     rng = r.item["range"]
-    assert (rng["start"]["line"], rng["start"]["character"]) == (1, col)
+    assert (rng["start"]["line"], rng["start"]["character"]) == (3, col)
     if rng["end"] != rng["start"]:
-        # A replace range: from the cursor over the `))` that the suggestion rewrites.
-        assert (rng["end"]["line"], rng["end"]["character"]) == (1, col + 2)
-        assert r.item["insertText"].endswith("))")
+        # A replace range: from the cursor over the `)` that the suggestion rewrites.
+        assert (rng["end"]["line"], rng["end"]["character"]) == (3, col + 1)
+        assert r.item["insertText"].endswith(")")
     assert r.extmark["virt_text_pos"] == "overlay"
     # What the user sees before accepting is the line as it will be.
     assert r.screen and r.screen[0] == expected_line

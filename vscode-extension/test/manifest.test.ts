@@ -23,6 +23,11 @@ describe('package.json', () => {
       'tandem.prefixShare': ['number', 0.7],
       'tandem.debounceMs': ['integer', 150],
       'tandem.python': ['string', ''],
+      'tandem.functionCandidates': ['integer', 0],
+      'tandem.verifyExamples': ['boolean', true],
+      'tandem.verifyTimeoutMs': ['integer', 5000],
+      'tandem.maxTokensFunction': ['integer', 320],
+      'tandem.functionPrompt': ['string', 'auto'],
     };
     assert.deepEqual(Object.keys(props).sort(), Object.keys(expected).sort());
     for (const [key, [type, dflt]] of Object.entries(expected)) {
@@ -30,6 +35,7 @@ describe('package.json', () => {
       assert.equal(props[key].default, dflt, key);
     }
     assert.deepEqual(props['tandem.device'].enum, ['auto', 'cuda', 'cpu']);
+    assert.deepEqual(props['tandem.functionPrompt'].enum, ['auto', 'chat', 'fim']);
     assert.equal(props['tandem.prefixShare'].minimum, 0.1);
     assert.equal(props['tandem.prefixShare'].maximum, 0.9);
   });

@@ -63,7 +63,7 @@ def actions(ls, params: types.CodeActionParams) -> list[types.CodeAction]:
         caps = ls.client_capabilities.text_document
         if not (caps and caps.code_action and caps.code_action.disabled_support):
             return []  # a client that cannot show a greyed-out action gets none
-        action.disabled = types.CodeActionDisabledType(reason=reason)
+        action.disabled = types.CodeActionDisabled(reason=reason)
     return [action]
 
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import ast
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from itertools import accumulate
 
 MAX_PARSE_CHARS = 2_000_000  # larger files: no action (parsing them on every cursor move costs too much)
+WINDOW_ABOVE_CHARS = 200_000  # larger files: parse only the top-level statement around the cursor
 MAX_DOCSTRING_CHARS = 6_000  # past this the prompt could not hold it: the action says so instead
 
 
@@ -59,6 +60,8 @@ def find_stub(text: str, offset: int, tree=None) -> Stub | None:
     """The innermost stub whose signature or docstring holds `offset`, or None."""
     if len(text) > MAX_PARSE_CHARS:
         return None
+    if len(text) > WINDOW_ABOVE_CHARS and tree is None:
+        return _find_in_window(text, offset)
     data = text.encode("utf-8", "replace")
     tree = tree or parser().parse(data)
     at = len(text[:offset].encode("utf-8", "replace"))
@@ -71,6 +74,27 @@ def find_stub(text: str, offset: int, tree=None) -> Stub | None:
                 return stub
         node = node.parent
     return None
+
+
+_TOP_LEVEL_START = re.compile(r"^(?:async[ \t]+def|def|class|@)[ \t(]", re.M)
+
+
+def _find_in_window(text: str, offset: int) -> Stub | None:
+    """In a large file (code actions are asked for on every cursor move) parse only from the
+    top-level def/class/decorator before the cursor to the next one after it."""
+    starts = [m.start() for m in _TOP_LEVEL_START.finditer(text, max(0, offset - 100_000), offset + 1)]
+    if not starts:
+        return None
+    start = starts[-1]
+    while start > 0 and text[text.rfind("\n", 0, start - 1) + 1:start].startswith("@"):
+        start = text.rfind("\n", 0, start - 1) + 1  # decorators belong to the definition
+    nxt = _TOP_LEVEL_START.search(text, offset + 1)
+    end = nxt.start() if nxt else len(text)
+    stub = find_stub(text[start:end], offset - start, tree=parse(text[start:end]))
+    if stub is None:
+        return None
+    shift = {f: getattr(stub, f) + start for f in ("start", "doc_end", "edit_start", "edit_end", "top_start", "top_end")}
+    return replace(stub, **shift)
 
 
 def all_stubs(text: str) -> list[Stub]:
