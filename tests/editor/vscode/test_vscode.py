@@ -6,17 +6,21 @@ the built .vsix into a fresh, isolated code-server, opens a workspace in headles
 and does what a user does, checking what the user sees:
 
   1. the extension activates and starts `python -m tandem` (tandem.python = this Python,
-     tandem.modelPath = the tiny test model); the status bar item goes from loading to
-     ready with the device ("Tandem cpu");
+     tandem.modelPath = the tiny test model, both in the remote machine settings: see
+     codeserver.py); the status bar item goes from loading to ready with the device
+     ("Tandem cpu") and names the model in its tooltip;
   2. in example.py (`def add(a, b):`), End + Enter puts the cursor on the indented body
      line; Tandem's ghost text `return a + b` appears; Tab accepts it; Ctrl+S writes it;
   3. typing a function into an empty file gets its body suggested the same way;
   4. the command palette lists the Tandem commands; "Tandem: Show Log" shows the log
      channel with the extension's and the server's lines.
 
-Screenshots go to $TANDEM_VSCODE_ARTIFACTS (default: a new /tmp/tandem-vscode-* folder); their
-paths are printed. The tiny model knows models/data/tiny_corpus.py by heart, so what it writes
-is known (the same case as tests/editor/test_neovim.py).
+Screenshots, the Tandem channel's log, code-server's log and timings.json go to
+$TANDEM_VSCODE_ARTIFACTS (default: a new /tmp/tandem-vscode-* folder); their paths are printed.
+On a failure the code-server folder (settings, VS Code's logs, the workspace) is kept too
+(always with TANDEM_VSCODE_KEEP=1). TANDEM_VSCODE_MODEL=<dir> uses an already built model;
+TANDEM_SKIP_VSCODE=1 skips the check. The tiny model knows models/data/tiny_corpus.py by
+heart, so what it writes is known (the same case as tests/editor/test_neovim.py).
 """
 from __future__ import annotations
 
