@@ -96,6 +96,9 @@ def test_doctest_and_one_line_examples():
     assert got == [("add(1, 2)\n", "3\n"), ("add(\n    2, 2)\n", "4\n"), ("(add(3, 4)) == (7)\n", "True\n"),
                    ("(add(1, 1)) == (2)\n", "True\n"), ("print('x')\n", "x\n")]
     assert extract_examples("No examples here.", "add") == []
+    # `>>> add(1, 1) == 2` without an output line means True; a recurrence is not an example.
+    got = [(e.source, e.want) for e in extract_examples(">>> add(1, 1) == 2\n\nadd(n) == add(n - 1) + 1\n", "add")]
+    assert got == [("add(1, 1) == 2\n", "True\n")]
 
 
 def test_generated_text_is_cut_at_the_end_of_the_function():

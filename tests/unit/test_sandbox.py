@@ -74,3 +74,9 @@ def test_cancel_stops_the_process_at_once():
     t0 = time.perf_counter()
     v = run_examples(SETUP, examples(">>> while True: pass\n"), limits=Limits(wall_s=30), cancel=cancel)
     assert time.perf_counter() - t0 < 5 and v.passed == 0 and not v.timed_out
+
+
+def test_expected_values_compare_as_values_not_only_as_text():
+    setup = [{"code": "def names():\n    return ['a', 'b']\n"}]
+    v = run_examples(setup, extract_examples('>>> names()\n["a", "b"]\n>>> names()\n["a"]\n', "names"))
+    assert (v.passed, v.total) == (1, 2)

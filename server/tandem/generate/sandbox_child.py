@@ -112,6 +112,7 @@ def main() -> None:
     os.environ.update(HOME=job["work"], TMPDIR=job["work"], TMP=job["work"], TEMP=job["work"])
     sys.dont_write_bytecode = True
     sys.path[:0] = job.get("paths", [])
+    import ast
     import doctest  # noqa: F401  (everything the runner needs is imported before the guard)
     import io  # noqa: F401
     import traceback
@@ -140,9 +141,20 @@ def main() -> None:
             err = traceback.format_exception_only(exc_info[0], exc_info[1])[-1].strip()
             out.write(json.dumps({"example": test.examples.index(example), "ok": False, "got": err[:300]}) + "\n")
 
+    class Checker(doctest.OutputChecker):
+        """doctest's comparison, then equal values: `["a"]` in a docstring matches `['a']`."""
+
+        def check_output(self, want, got, optionflags):
+            if super().check_output(want, got, optionflags):
+                return True
+            try:
+                return ast.literal_eval(want.strip()) == ast.literal_eval(got.strip())
+            except Exception:
+                return False
+
     examples = [doctest.Example(e["source"], e["want"], lineno=e.get("line", 0)) for e in job["examples"]]
     test = doctest.DocTest(examples, namespace, "docstring examples", "<docstring>", 0, None)
-    runner = Runner(verbose=False, optionflags=doctest.NORMALIZE_WHITESPACE)
+    runner = Runner(checker=Checker(), verbose=False, optionflags=doctest.NORMALIZE_WHITESPACE)
     runner.run(test, out=lambda s: None, clear_globs=False)
     out.write(json.dumps({"done": True}) + "\n")
 
