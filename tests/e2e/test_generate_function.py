@@ -197,3 +197,27 @@ async def test_not_offered_as_ready_while_loading(tiny_model):
         await s.wait_for_state("ready")
         (action,) = await actions_at(s, URI, 0, 4)
         assert action.disabled is None
+
+
+async def test_applied_body_is_remembered_and_its_hover_shows_the_verification(tiny_model):
+    from .test_hover import execute, hover_until_explained
+
+    text = SQUARE + "    ...\n"
+    async with tandem(settings=fim_settings(tiny_model)) as s:
+        await s.wait_for_state("ready")
+        s.open(URI, text)
+        (action,) = await actions_at(s, URI, 0, 5)
+        resolved = await resolve(s, action)
+        # The editor applies the edit, then runs the action's command (LSP order).
+        assert resolved.command is not None and resolved.command.command == "tandem.completionAccepted"
+        (change,) = resolved.edit.document_changes
+        (e,) = change.edits
+        s.change(URI, (e.range.start.line, e.range.start.character), (e.range.end.line, e.range.end.character),
+                 e.new_text)
+        result = await execute(s, resolved.command.command, resolved.command.arguments)
+        assert result and result.get("region"), result
+        md = await hover_until_explained(s, URI, 6, 8)  # over `return x * x`
+        assert "1/1 examples pass" in md, md
+        assert "tandem-tiny-test" in md
+        assert (await s.client.text_document_hover_async(types.HoverParams(
+            text_document=types.TextDocumentIdentifier(uri=URI), position=types.Position(0, 2)))) is None
