@@ -20,6 +20,10 @@ class EditorLogHandler(logging.Handler):
         super().__init__(logging.INFO)
         self.server = server
 
+    def connected(self) -> bool:
+        loop = getattr(self.server, "loop", None)
+        return loop is not None and not loop.is_closed()
+
     def emit(self, record: logging.LogRecord) -> None:
         from lsprotocol import types
 
@@ -48,11 +52,18 @@ def main(argv: list[str] | None = None) -> int:
     root.setLevel(args.log_level)
     root.addHandler(stderr)
     logging.getLogger("pygls").setLevel(logging.WARNING)
+    # A benign race: the editor cancels a request whose answer is already on its way.
+    logging.getLogger("pygls.protocol.json_rpc").addFilter(
+        lambda r: "Cancel notification for unknown message id" not in r.getMessage())
 
     from .server import create_server
 
     server = create_server()
     editor = EditorLogHandler(server)
+    if args.log_level != "DEBUG":
+        # Editors show the server's stderr too (VS Code at error level): once our records
+        # reach the editor as window/logMessage, do not print them a second time.
+        stderr.addFilter(lambda r: not (r.name.startswith("tandem") and editor.connected()))
     editor.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     logging.getLogger("tandem").addHandler(editor)
     server.start_io()

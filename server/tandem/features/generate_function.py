@@ -86,6 +86,8 @@ async def resolve(ls, action: types.CodeAction) -> types.CodeAction:
         ls.tell("the model is not ready; try again when the status says ready.", types.MessageType.Warning)
         return action
     model = engine.model
+    if (explainer := getattr(ls, "explainer", None)) is not None:
+        explainer.note_activity()  # a background explanation steps aside for the user's request
     cancel = threading.Event()
     token = str(uuid.uuid4())
     progress = await ls._progress_begin(token, f"Tandem: writing {stub.qualname}", cancellable=True)

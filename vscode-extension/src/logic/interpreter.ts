@@ -142,7 +142,7 @@ export function importErrorMessage(py: ResolvedPython, result: ImportCheckResult
   }
   const lastLine = (result.stderr ?? '').trim().split(/\r?\n/).pop() ?? '';
   const why = lastLine ? ` (${lastLine})` : '';
-  return `Tandem is not installed in Python "${py.command}" (${from})${why}. Fix: run \`${pip}\`, or set "tandem.python" to an interpreter that has it.`;
+  return `Tandem is not installed in Python "${py.command}" (${from})${why}. Fix: run \`${pip}\`, or set "tandem.python" to an interpreter that has it (in a remote window, in the Remote settings: VS Code ignores this machine setting in user settings there).`;
 }
 
 function quoteArg(s: string): string {
