@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 ORT_EXTRA := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 STAMP := $(VENV)/.installed-$(ORT_EXTRA)-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: setup model demo test test-slow bench vsix clean-venv
+.PHONY: setup model demo test test-slow bench eval vsix clean-venv
 
 setup: $(STAMP)
 
@@ -49,6 +49,10 @@ test-slow: model
 
 bench: model
 	$(BIN)/python tests/benchmarks/bench_inline.py
+
+# HumanEval through the real LSP code action, verification off then on (CPU: ~45 min).
+eval: model
+	$(BIN)/python tests/benchmarks/eval_humaneval.py --verify both
 
 vsix:
 	cd vscode-extension && npm ci --no-audit --no-fund && npm run package
