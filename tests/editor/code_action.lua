@@ -12,6 +12,7 @@ local function save() vim.fn.writefile({ vim.json.encode(result) }, cfg.result_p
 local function event(msg) table.insert(result.events, ('%8.0f ms  %s'):format(ms(), msg)); save() end
 local function finish(err)
   result.error = err
+  result.done = err == nil
   event(err and ('FAILED: ' .. err) or 'done')
   vim.schedule(function() vim.cmd(err and 'cquit! 3' or 'qall!') end)
 end
@@ -48,7 +49,7 @@ vim.api.nvim_create_autocmd('LspAttach', {
 vim.schedule(function()
   vim.cmd.edit(vim.fn.fnameescape(cfg.workspace .. '/' .. cfg.file))
   local buf = api.nvim_get_current_buf()
-  if not vim.wait(cfg.timeout_ms / 3, function() return ready end, 20) then
+  if not vim.wait(cfg.total_timeout_ms / 3, function() return ready end, 20) then
     return finish('Tandem did not report ready')
   end
   event('ready')
@@ -59,7 +60,7 @@ vim.schedule(function()
     apply = true,
     filter = function(a) return a.title == 'Generate function from docstring' end,
   })
-  if not vim.wait(cfg.timeout_ms / 2, function() return api.nvim_buf_get_changedtick(buf) ~= tick end, 20) then
+  if not vim.wait(cfg.total_timeout_ms / 2, function() return api.nvim_buf_get_changedtick(buf) ~= tick end, 20) then
     return finish('the buffer did not change after the code action')
   end
   result.edit_ms = ms() - t

@@ -160,7 +160,7 @@ class NvimRun:
         return "\n".join(self.events[-60:])
 
 
-def _init_lua(settings: dict, workdir: Path, config_path: Path, log_level: str, script: Path = DRIVER) -> str:
+def _init_lua(settings: dict, workdir: Path, config_path: Path, log_level: str) -> str:
     tandem_settings = json.dumps(settings)
     return f"""-- Written by tests/editor/nvim.py: a minimal Neovim setup for Tandem.
 TANDEM_DRIVER_CONFIG = {json.dumps(str(config_path))}
@@ -181,7 +181,7 @@ vim.lsp.config('tandem', {{
 }})
 vim.lsp.enable('tandem')
 vim.lsp.inline_completion.enable(true)
-dofile({json.dumps(str(script))})
+dofile({json.dumps(str(DRIVER))})
 """
 
 
@@ -325,50 +325,3 @@ def _kill_tree(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         pass
 
-
-def run_scenario(script: Path, files: dict[str, str], settings: dict, config: dict, *,
-                 timeout: float = 180.0, keep: bool = False) -> tuple[dict, dict[str, str], Path]:
-    """Run a Lua scenario (like code_action.lua) in headless Neovim with Tandem attached.
-
-    `files` are written into the workspace; `config` (plus "workspace" and "result_path") is
-    handed to the script as JSON through TANDEM_DRIVER_CONFIG. The script writes its result
-    JSON and quits; Neovim and the server are killed after `timeout`. Returns the result, the
-    files as they are on disk afterwards, and the temp dir (removed unless `keep`).
-    """
-    nvim = find_nvim()
-    workdir = Path(tempfile.mkdtemp(prefix="tandem-nvim-"))
-    env = _isolated_env(workdir / "home")
-    ws = workdir / "workspace"
-    ws.mkdir()
-    for name, text in files.items():
-        (ws / name).parent.mkdir(parents=True, exist_ok=True)
-        (ws / name).write_bytes(text.encode("utf-8"))
-    result_path = workdir / "result.json"
-    config_path = workdir / "scenario-config.json"
-    config_path.write_text(json.dumps({**config, "workspace": str(ws), "result_path": str(result_path),
-                                       "timeout_ms": int(timeout * 1000) - 10_000}))
-    init = workdir / "init.lua"
-    init.write_text(_init_lua(settings, ws, config_path, "WARN", script))
-    with open(workdir / "nvim.stdout", "wb") as out, open(workdir / "nvim.stderr", "wb") as err:
-        proc = subprocess.Popen([nvim, "--headless", "--clean", "-u", str(init), "-n", "-i", "NONE"],
-                                cwd=ws, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                start_new_session=True)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pass
-        finally:
-            if proc.poll() is None:
-                _kill_tree(proc)
-            else:
-                _reap_group(proc.pid)
-    try:
-        result = json.loads(result_path.read_text())
-    except (OSError, ValueError):
-        result = {"error": f"Neovim wrote no result (exit code {proc.returncode})"}
-    if result.get("error"):
-        result["stderr"] = (workdir / "nvim.stderr").read_text(errors="replace")[-3000:]
-    after = {name: (ws / name).read_bytes().decode("utf-8") for name in files}
-    if not keep:
-        shutil.rmtree(workdir, ignore_errors=True)
-    return result, after, workdir

@@ -9,17 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from .nvim import NvimNotFound, find_nvim, run_case
+from .nvim import run_case
 
 pytestmark = pytest.mark.nvim
-
-
-@pytest.fixture(scope="module")
-def nvim_binary() -> str:
-    try:
-        return find_nvim()
-    except NvimNotFound as e:
-        pytest.skip(str(e))
 
 
 @pytest.fixture

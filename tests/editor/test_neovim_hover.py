@@ -11,21 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from .nvim import NvimNotFound, find_nvim
 from .scripted import run_script
 
 pytestmark = pytest.mark.nvim
 
 HERE = Path(__file__).resolve().parent
 SOURCE = 'def add(a, b):\n    \n\n\ndef greet(name):\n    return f"Hello, {name}!"\n'
-
-
-@pytest.fixture(scope="module")
-def nvim_binary() -> str:
-    try:
-        return find_nvim()
-    except NvimNotFound as e:
-        pytest.skip(str(e))
 
 
 def test_hover_over_an_accepted_completion_in_neovim(tiny_model, nvim_binary, tmp_path):
