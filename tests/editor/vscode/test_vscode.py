@@ -11,8 +11,17 @@ and does what a user does, checking what the user sees:
      ("Tandem cpu") and names the model in its tooltip;
   2. in example.py (`def add(a, b):`), End + Enter puts the cursor on the indented body
      line; Tandem's ghost text `return a + b` appears; Tab accepts it; Ctrl+S writes it;
-  3. typing a function into an empty file gets its body suggested the same way;
-  4. the command palette lists the Tandem commands; "Tandem: Show Log" shows the log
+  3. hovering the mouse over the accepted text shows Tandem's hover (markdown from the server:
+     "Tandem wrote this", the model `tandem-tiny-test`, then the explanation once written),
+     which proves the inline completion's accept command (`tandem.completionAccepted`)
+     reached the server; the server's "remembered inline" log line says so too;
+  4. typing a function into an empty file gets its body suggested the same way;
+  5. in square.py (a stub with a docstring and a doctest), with the cursor on the `def` line
+     the lightbulb shows; Ctrl+. (Quick Fix) and the lightbulb's menu list "Generate function
+     from docstring"; choosing it replaces `...` with `return x * x`
+     (tandem.functionPrompt = "fim" for the tiny model), Ctrl+S writes it, and the hover
+     over it says it was generated from its docstring and that its example passes;
+  6. the command palette lists the Tandem commands; "Tandem: Show Log" shows the log
      channel with the extension's and the server's lines.
 
 Screenshots, the Tandem channel's log, code-server's log and timings.json go to
@@ -44,6 +53,13 @@ EXTENSION_ID = "tandem.tandem"
 READY_TIMEOUT_MS = 120_000   # server start + tiny model load on a busy 2-core machine
 GHOST_TIMEOUT_MS = 30_000
 UI_TIMEOUT_MS = 30_000
+GENERATE_TIMEOUT_MS = 180_000  # "Generate function from docstring": candidates + running the example
+HOVER_TIMEOUT_S = 120          # until the hover shows the explanation (written in the background)
+
+# Exactly this: the tiny model learnt it (other text around it can make it write something else).
+SQUARE = 'def square(x):\n    """Return x multiplied by itself.\n\n    >>> square(3)\n    9\n    """\n    ...\n'
+TITLE = "Generate function from docstring"
+SQUARE_DONE = SQUARE.replace("    ...\n", "    return x * x\n")
 
 # Records each change of the Tandem status bar item from page load on (a MutationObserver,
 # so a short "loading" phase is seen even if it lasts less than one Python-side poll).
@@ -92,6 +108,63 @@ EDITOR_LINES_JS = """() => {
 }"""
 
 
+# The visible hover widget's text (VS Code keeps hidden ones in the DOM).
+HOVER_TEXT_JS = """() => {
+  const vis = (e) => { const r = e.getBoundingClientRect(); const cs = getComputedStyle(e);
+    return r.width > 0 && r.height > 0 && cs.visibility !== 'hidden' && cs.display !== 'none'; };
+  const hs = [...document.querySelectorAll('.monaco-hover')].filter(vis);
+  return hs.length ? hs.map((e) => e.innerText).join('\\n') : null;
+}"""
+
+# Where `word` is drawn on the editor line whose text is `line`: the centre of its characters.
+WORD_BOX_JS = """([line, word]) => {
+  const ed = document.querySelector('.editor-group-container.active .monaco-editor');
+  if (!ed) return null;
+  for (const el of ed.querySelectorAll('.view-lines .view-line')) {
+    // The line's own text (not ghost text drawn in it): the word may span several tokens.
+    const walker = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
+    const nodes = [];
+    let text = '', node;
+    while ((node = walker.nextNode())) {
+      if (node.parentElement.closest('[class*="ghost-text"]')) continue;
+      nodes.push([node, text.length]);
+      text += node.textContent;
+    }
+    text = text.replace(/\\u00a0/g, ' ');
+    if (text !== line) continue;
+    const i = text.indexOf(word);
+    if (i < 0) return null;
+    const at = (k) => { let j = nodes.length - 1; while (j > 0 && nodes[j][1] > k) j--; return [nodes[j][0], k - nodes[j][1]]; };
+    const range = document.createRange();
+    range.setStart(...at(i));
+    range.setEnd(...at(i + word.length - 1));
+    range.setEnd(range.endContainer, range.endOffset + 1);
+    const r = range.getBoundingClientRect();
+    return { x: r.left + r.width / 2, y: r.top + r.height / 2, w: r.width, h: r.height };
+  }
+  return null;
+}"""
+
+# The lightbulb in the active editor (a widget in the text, or a glyph in the gutter): its classes and box.
+LIGHTBULB_JS = """() => {
+  const ed = document.querySelector('.editor-group-container.active .monaco-editor');
+  if (!ed) return null;
+  const found = [...ed.querySelectorAll('.lightBulbWidget, [class*="codicon-light-bulb"], [class*="codicon-lightbulb"]')]
+    .filter((e) => { const r = e.getBoundingClientRect(); return r.width > 0 && r.height > 0
+                     && getComputedStyle(e).visibility !== 'hidden'; });
+  if (!found.length) return null;
+  const r = found[0].getBoundingClientRect();
+  return { cls: found[0].className, x: r.left + r.width / 2, y: r.top + r.height / 2 };
+}"""
+
+# The open Quick Fix / code action menu: its rows' text.
+ACTION_MENU_JS = """() => {
+  const w = [...document.querySelectorAll('.action-widget')].find((e) => e.getBoundingClientRect().height > 0);
+  if (!w) return null;
+  return [...w.querySelectorAll('.monaco-list-row')].map((r) => r.innerText.replace(/\\s+/g, ' ').trim());
+}"""
+
+
 class Editor:
     """One code-server with Tandem, one browser page, and where the artifacts go."""
 
@@ -104,9 +177,10 @@ class Editor:
         self.timings = timings
         self.shots: list[Path] = []
 
-    def shot(self, name: str) -> Path:
+    def shot(self, name: str, settled: bool = False) -> Path:
+        """A screenshot; `settled`: finite CSS animations (a hover's fade-in) shown finished."""
         path = self.artifacts / f"{len(self.shots) + 1:02d}-{name}.png"
-        self.page.screenshot(path=str(path))
+        self.page.screenshot(path=str(path), animations="disabled" if settled else "allow")
         self.shots.append(path)
         print(f"screenshot: {path}")
         return path
@@ -146,6 +220,69 @@ class Editor:
         self.page.locator(".editor-group-container.active .monaco-editor .view-lines").first.wait_for(
             timeout=UI_TIMEOUT_MS)
         self.page.locator(".editor-group-container.active .monaco-editor .view-lines").first.click()
+
+    def wait_file(self, name: str, text: str, timeout_ms: int = UI_TIMEOUT_MS) -> str:
+        """Wait until the file on disk holds `text`; returns what it holds."""
+        path = self.workspace / name
+        deadline = time.monotonic() + timeout_ms / 1000
+        while (now := path.read_text()) != text and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return now
+
+    def hover_text(self) -> str | None:
+        return self.page.evaluate(HOVER_TEXT_JS)
+
+    def hover_word(self, line: str, word: str, until, timeout_s: float, name: str) -> tuple[list[str], float]:
+        """Move the mouse onto `word` in the editor line `line`, as a person does, until the
+        hover's text satisfies `until(text)`. Each try first closes the hover (Escape, which
+        also dismisses ghost text, whose drawing would change the line) and moves the mouse
+        off the text, so that VS Code asks the server again. Returns the texts of the hovers
+        shown, in order (the last one satisfies `until`), and the seconds it took."""
+        page = self.page
+        t0 = time.monotonic()
+        deadline = t0 + timeout_s
+        seen: list[str] = []
+        while True:
+            page.keyboard.press("Escape")
+            try:
+                page.wait_for_function(f"() => !({HOVER_TEXT_JS})() && !({GHOST_TEXT_JS})()", timeout=5_000,
+                                       polling=50)
+            except Exception:
+                pass  # still shown: the next hover replaces it; a ghost is caught by the line check
+            box = page.evaluate(WORD_BOX_JS, [line, word])
+            assert box, f"{word!r} is not drawn in a line {line!r}; lines {self.lines()!r}"
+            page.mouse.move(box["x"], box["y"] + 300)  # off the text: below these short files
+            page.mouse.move(box["x"] - 3, box["y"], steps=3)
+            page.mouse.move(box["x"], box["y"], steps=3)
+            text = None
+            try:
+                page.wait_for_function(f"() => !!({HOVER_TEXT_JS})()", polling=50,
+                                       timeout=max(1_000, min(15_000, (deadline - time.monotonic()) * 1000)))
+                # Its content may still be coming ("Loading..."): let it settle.
+                page.wait_for_function(f"() => !(({HOVER_TEXT_JS})() || '').includes('Loading')",
+                                       timeout=10_000, polling=50)
+                text = self.hover_text()
+            except Exception:
+                pass
+            if text is not None:
+                seen.append(text)
+                if until(text):
+                    return seen, time.monotonic() - t0
+            if time.monotonic() >= deadline:
+                self.shot(f"{name}-not-shown")
+                raise AssertionError(f"hovering {word!r} never showed what was wanted within {timeout_s:.0f} s; "
+                                     f"hovers shown: {seen!r}")
+            time.sleep(1.0)
+
+    def wait_action_menu(self, name: str) -> list[str]:
+        """Wait for the code action menu to list TITLE; screenshot it; returns its rows."""
+        try:
+            self.page.wait_for_function(
+                f"() => (({ACTION_MENU_JS})() || []).some((r) => r.startsWith({json.dumps(TITLE)}))",
+                timeout=UI_TIMEOUT_MS, polling=50)
+        finally:
+            self.shot(name)
+        return self.page.evaluate(ACTION_MENU_JS)
 
     def wait_ghost(self, expected: str | None = None, timeout_ms: int = GHOST_TIMEOUT_MS) -> tuple[str, float]:
         """Wait for ghost text (equal to `expected` when given); returns it and the wait in ms."""
@@ -196,7 +333,9 @@ def editor(model_dir, artifacts, request):
     workspace.mkdir()
     (workspace / "example.py").write_text("def add(a, b):\n")
     (workspace / "typed.py").write_text("")
-    machine_settings = {"tandem.python": sys.executable, "tandem.modelPath": str(model_dir)}
+    (workspace / "square.py").write_text(SQUARE)
+    machine_settings = {"tandem.python": sys.executable, "tandem.modelPath": str(model_dir),
+                        "tandem.functionPrompt": "fim"}  # the tiny model has no chat template
     server = CodeServer(tools, work, {"workbench.secondarySideBar.defaultVisibility": "hidden"}, machine_settings)
     ok = False
     try:
@@ -293,6 +432,32 @@ def test_ghost_text_appears_and_tab_accepts_it(editor):
     assert re.fullmatch(r"Tandem (cpu|cuda) \d+(\.\d)? m?s", editor.status()["text"]), editor.status()
 
 
+def test_hover_over_accepted_completion_shows_tandems_provenance(editor):
+    """The accept command (`tandem.completionAccepted`, sent by VS Code when Tab accepts the
+    ghost text) reached the server: it remembered the text, and its hover says so."""
+    assert (editor.workspace / "example.py").read_text() == "def add(a, b):\n    return a + b\n", \
+        "needs the accepted completion of test_ghost_text_appears_and_tab_accepts_it"
+    # The cursor away from the end of line 2, where the tiny model offers more ghost text.
+    editor.page.keyboard.press("Control+Home")
+    # The hover's provenance comes at once; its explanation, written in the background since
+    # the acceptance, may not be there yet ("Tandem is writing the explanation"): hover again.
+    seen, s = editor.hover_word("    return a + b", "a + b", lambda t: "Explained" in t, HOVER_TIMEOUT_S, "hover")
+    editor.timings["hover_explained_s"] = s
+    editor.shot("hover-accepted-completion", settled=True)
+    print(f"{len(seen)} hover(s) in {s:.1f} s; the last:\n{seen[-1]}")
+    for text in seen:  # every hover, the first one too, is Tandem's, with the provenance
+        assert text.startswith("Tandem wrote this · inline completion · accepted "), seen
+        assert "Model tandem-tiny-test" in text and "Confidence:" in text, seen
+    assert re.search(r"Explained .* by tandem-tiny-test", seen[-1]), seen[-1]
+    editor.page.keyboard.press("Escape")
+    # The server's log line for the accepted completion (12 characters: "return a + b").
+    deadline = time.monotonic() + UI_TIMEOUT_MS / 1000
+    while "remembered inline (12 chars)" not in editor.channel_log() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert re.search(r"INFO tandem\.features\.tracking: remembered inline \(12 chars\) at \d+ in \S+example\.py",
+                     editor.channel_log()), editor.channel_log()[-3000:]
+
+
 def test_typing_a_function_gets_its_body_suggested(editor):
     page = editor.page
     editor.wait_ready()
@@ -312,6 +477,64 @@ def test_typing_a_function_gets_its_body_suggested(editor):
     while "return" not in path.read_text() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert path.read_text() == "def add(a, b):\n    return a + b"
+
+
+def test_generate_function_from_docstring_in_the_quick_fix_menu(editor):
+    page = editor.page
+    editor.wait_ready()
+    editor.open_file("square.py")
+    page.keyboard.press("Control+Home")  # on the `def` line
+    page.keyboard.press("Escape")
+    assert editor.lines()[:7] == SQUARE.splitlines()
+    # VS Code asks for code actions where the cursor is and shows its lightbulb.
+    try:
+        page.wait_for_function(f"() => !!({LIGHTBULB_JS})()", timeout=UI_TIMEOUT_MS, polling=50)
+    finally:
+        editor.shot("lightbulb")
+    print(f"lightbulb: {page.evaluate(LIGHTBULB_JS)}")
+    # Ctrl+. (Quick Fix...) lists the action...
+    t = time.monotonic()
+    page.keyboard.press("Control+.")
+    rows = editor.wait_action_menu("quick-fix-menu")
+    editor.timings["quick_fix_menu_s"] = time.monotonic() - t
+    print(f"Quick Fix menu (Ctrl+.) after {editor.timings['quick_fix_menu_s']:.1f} s: {rows}")
+    page.keyboard.press("Escape")
+    page.wait_for_function(f"() => !({ACTION_MENU_JS})()", timeout=UI_TIMEOUT_MS, polling=50)
+    # ...and so does the lightbulb's menu; it is chosen there.
+    bulb = page.evaluate(LIGHTBULB_JS)
+    assert bulb, "the lightbulb went away after the Quick Fix menu closed"
+    t = time.monotonic()
+    page.mouse.click(bulb["x"], bulb["y"])
+    rows = editor.wait_action_menu("lightbulb-menu")
+    editor.timings["lightbulb_menu_s"] = time.monotonic() - t
+    print(f"lightbulb menu after {editor.timings['lightbulb_menu_s']:.1f} s: {rows}")
+    t = time.monotonic()
+    item = page.locator(".action-widget .monaco-list-row", has_text=TITLE).first
+    item.hover()  # the row is focused under the mouse, as with a person's click
+    item.click()
+    try:
+        page.wait_for_function(f"() => (({EDITOR_LINES_JS})() || []).includes('    return x * x')",
+                               timeout=GENERATE_TIMEOUT_MS, polling=100)
+    except Exception as e:
+        editor.shot("not-generated")
+        raise AssertionError(f"the body was not written within {GENERATE_TIMEOUT_MS} ms; lines {editor.lines()!r}; "
+                             f"log:\n{editor.channel_log()[-3000:]}") from e
+    editor.timings["generate_function_s"] = time.monotonic() - t
+    print(f"body written {editor.timings['generate_function_s']:.1f} s after choosing the action")
+    assert editor.lines()[:7] == SQUARE_DONE.splitlines(), editor.lines()
+    page.keyboard.press("Control+s")
+    saved = editor.wait_file("square.py", SQUARE_DONE)
+    editor.shot("function-generated-and-saved")
+    assert saved == SQUARE_DONE, saved
+    # The action's command told the server: the hover shows the function's provenance and check.
+    seen, s = editor.hover_word("    return x * x", "x * x", lambda t: "Tandem wrote this" in t, UI_TIMEOUT_MS / 1000,
+                                "hover-function")
+    editor.shot("hover-generated-function", settled=True)
+    text = seen[-1]
+    print(f"hover over the generated body ({s:.1f} s):\n{text}")
+    assert "function generated from its docstring" in text and "tandem-tiny-test" in text, text
+    assert "Verification: ✅ 1/1 examples pass" in text, text
+    page.keyboard.press("Escape")
 
 
 def test_commands_in_palette_and_show_log_shows_the_server_log(editor):
