@@ -87,7 +87,8 @@ def prepare(model: LoadedModel, text: str, stub: Stub, mode: str, budget_tokens:
     suffix = text[stub.edit_end:]
     p = build_fim_prompt(model.codec, model.fim, prefix, suffix, budget_tokens, prefix_share)
     first = text.count("\n", 0, p.prefix_start)
-    last = text.count("\n", 0, stub.edit_end + p.suffix_end)
+    end = stub.edit_end + p.suffix_end
+    last = text.count("\n", 0, end - 1 if end > 0 and text[end - 1] == "\n" else end)  # the line holding the last character
     sources = [{"lines": [first, last], "what": "text around the function"}]
     cols = len(def_indent.expandtabs(4))
     return FunctionJob(stub, text, "fim", p.ids, examples, runnable, sources, def_indent, cols)
