@@ -50,7 +50,8 @@ ARCH = dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, num_key
             intermediate_size=384, max_position_embeddings=2048, tie_word_embeddings=False,
             rope_theta=10000.0)
 SEED = 1234
-# About 110 s on 2 idle cores (1200 steps since the corpus grew docstrings). Measured with FIM prompts from the corpus (a function with the
+# 140 s on 2 idle cores (measured; 1200 steps since the corpus grew docstring functions,
+# 650 before). Measured with FIM prompts from the corpus (a function with the
 # cursor at the start of each line, empty suffix or not; after each space or bracket; the
 # whole file): 2 layers did as well as 4 layers or a wider model at the same cost; more steps
 # and the middle weight (FIM itself is learnt slowly from plain text) helped most. Whole-file
