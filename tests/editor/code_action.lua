@@ -67,5 +67,24 @@ vim.schedule(function()
   event('buffer changed')
   vim.cmd('silent write')
   result.lines = api.nvim_buf_get_lines(buf, 0, -1, false)
+  if cfg.hover then
+    -- Hover the new body (as `K` does) until the explanation is written.
+    local t_hover = ms()
+    local params = { textDocument = { uri = vim.uri_from_bufnr(buf) },
+                     position = { line = cfg.hover.line, character = cfg.hover.col } }
+    while ms() - t_hover < cfg.hover.timeout_ms do
+      local answers = vim.lsp.buf_request_sync(buf, 'textDocument/hover', params, 5000) or {}
+      for _, a in pairs(answers) do
+        local c = a.result and a.result.contents
+        local md = type(c) == 'table' and (c.value or c[1]) or c
+        if type(md) == 'string' and not md:find('being written') and not md:find('writing the explanation') then
+          result.hover, result.hover_ms = md, ms() - t_hover
+        end
+      end
+      if result.hover then break end
+      vim.wait(300)
+    end
+    event(result.hover and 'hover shown' or 'no hover')
+  end
   finish(nil)
 end)

@@ -4,6 +4,8 @@ Starts a headless Neovim 0.12 with Tandem as its language server (the same setup
 writes in their init.lua), opens a few realistic Python files, and for each one puts the
 cursor somewhere, enters insert mode, waits for Tandem's ghost text, accepts it with <Tab>
 and saves. Prints what the editor showed, how long it took, and the code that was written.
+Then it runs "Generate function from docstring" from Neovim's code-action menu on a stub
+with doctest examples and hovers the body it wrote (tests/editor/code_action.lua).
 
     python tests/editor/demo.py                    # the default model (built by `make model`)
     python tests/editor/demo.py --model PATH       # any model bundle, e.g. the tiny test model
@@ -45,6 +47,18 @@ def count_words(text):
     return counts
 ''', "words.py"),
 ]
+
+# "Generate function from docstring", then a hover over what it wrote.
+FUNCTION_SAMPLE = ("text.py", '''\
+def is_palindrome(text):
+    """Return True when text reads the same forwards and backwards, ignoring case and spaces.
+
+    >>> is_palindrome("Never odd or even")
+    True
+    >>> is_palindrome("Tandem")
+    False
+    """
+''')
 
 CURSOR = "\u258f"  # ▏ marks the cursor in the printed context
 BAR = "\u2500" * 78
@@ -190,7 +204,49 @@ def main(argv: list[str] | None = None) -> int:
         print(grey(f"Neovim's files and logs: {run.workdir}" if args.keep else
                    "Run with --keep to keep Neovim's files and logs."), file=sys.stderr)
         return 1
-    print(green("Demo finished: Tandem completed code in a real editor."))
+    if generate_function_demo(settings) != 0:
+        return 1
+    print(green("Demo finished: Tandem completed code, wrote a checked function and explained it, "
+                "in a real editor."))
+    return 0
+
+
+def generate_function_demo(settings: dict) -> int:
+    """Neovim's code-action menu: "Generate function from docstring", then `K` over the body."""
+    import shutil
+
+    from tandem.generate.stub import find_stub
+    from tests.editor.nvim import HERE
+    from tests.editor.scripted import run_script
+
+    name, source = FUNCTION_SAMPLE
+    stub = find_stub(source, 0)
+    body_line = source.count("\n", 0, stub.doc_end) + 1
+    print()
+    print(bold("[function] Generate function from docstring") + grey(f"   ({name}, cursor on line 1)"))
+    print(numbered(source.rstrip("\n").split("\n"), 1))
+    print("  Running vim.lsp.buf.code_action() and choosing the action, then hovering the new body ...",
+          flush=True)
+    try:
+        r = run_script(HERE / "code_action.lua", {name: source},
+                       {"file": name, "line": 0, "col": 4, "hover": {"line": body_line, "col": 8, "timeout_ms": 60_000}},
+                       settings, timeout=240, keep=True)
+    except NvimError as e:
+        print(red("The docstring action failed:"), file=sys.stderr)
+        print(textwrap.indent(str(e), "  "), file=sys.stderr)
+        return 1
+    workdir = Path(r["workdir"])
+    after = (workdir / "workspace" / name).read_text(encoding="utf-8")
+    shutil.rmtree(workdir, ignore_errors=True)
+    print(f"  {r.get('resolved_title')}  " + grey(f"(written and checked in {fmt_ms(r.get('resolve_ms'))})"))
+    print(f"  After the edit and :write, {name} reads:")
+    print(changed_region(source, after, body_line))
+    if r.get("hover"):
+        print(f"  Hovering the body (`K`) shows, {fmt_ms(r.get('hover_ms'))} after asking:")
+        print(textwrap.indent(r["hover"].strip(), "      " + grey("\u2502 "), lambda _line: True))
+    else:
+        print(red("  No hover appeared over the generated body."))
+        return 1
     return 0
 
 
