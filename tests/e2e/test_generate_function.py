@@ -221,3 +221,18 @@ async def test_applied_body_is_remembered_and_its_hover_shows_the_verification(t
         assert "tandem-tiny-test" in md
         assert (await s.client.text_document_hover_async(types.HoverParams(
             text_document=types.TextDocumentIdentifier(uri=URI), position=types.Position(0, 2)))) is None
+
+
+async def test_an_edit_during_generation_is_never_overwritten(tiny_model):
+    env = {"TANDEM_DEBUG_DELAYS": "step=150"}  # slow enough to type while it writes
+    async with tandem(settings=fim_settings(tiny_model), env=env) as s:
+        await s.wait_for_state("ready")
+        s.open(URI, SQUARE)
+        (action,) = await actions_at(s, URI, 0, 4)
+        fut = asyncio.wrap_future(s.client.protocol.send_request(types.CODE_ACTION_RESOLVE, action))
+        await asyncio.sleep(0.5)
+        s.change(URI, (0, 0), (0, 0), "import os\n")  # the user types above the function
+        resolved = await asyncio.wait_for(fut, 60)
+        assert resolved.edit is None  # offsets computed on the old text are not sent
+        await s.wait_for(lambda: any("changed while Tandem was writing" in m for m in s.messages()), 10,
+                         "the message that nothing was applied")

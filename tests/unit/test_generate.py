@@ -128,3 +128,29 @@ def test_ranking_prefers_examples_passed_then_likelihood():
     assert [c.index for c in sorted(cands, key=Candidate.rank_key)] == [2, 1, 0, 3]
     unchecked = [_cand(0, None, -0.3), _cand(1, None, -0.2)]
     assert min(unchecked, key=Candidate.rank_key).index == 1
+
+
+def test_review_regressions_in_stub_detection():
+    # A comment after the docstring and no stub statement: an empty range after the comment.
+    text = 'def f():\n    """doc"""  # comment\n\nx = 1\n'
+    (s,) = all_stubs(text)
+    assert s.edit_start == s.edit_end == text.index("\n\nx")
+    # A form feed (or U+2028) elsewhere must not shift rows: a function with a body is no stub.
+    assert all_stubs('x = 1\n\x0c\ndef f():\n    """doc"""\n    return 42\n') == []
+    assert [s.name for s in all_stubs('s = "a\u2028b"\n\ndef g():\n    """doc"""\n')] == ["g"]
+    # A one-line stub on the last line of a CRLF file writes CRLF.
+    assert all_stubs('import os\r\n\r\ndef f(): """doc"""')[0].newline == "\r\n"
+    # In a large file, a decorated function is found from its decorator and from its def.
+    big = "x = 1\n" * 40_000 + "@dec\ndef f(x):\n    '''Doc.'''\n\n\ndef g():\n    pass\n"
+    for at in (big.index("@dec") + 1, big.index("def f"), big.index("Doc")):
+        s = find_stub(big, at)
+        assert s is not None and big[s.start:].startswith("@dec") and big[s.edit_start:s.edit_end] == ""
+
+
+def test_review_regressions_in_examples():
+    exc = extract_examples(">>> f(-1)\nTraceback (most recent call last):\n  ...\nValueError: negative\n", "f")
+    assert exc[0].exc_msg == "ValueError: negative\n"
+    assert extract_examples(">>> f(3)  # doctest: +SKIP\n[9]\n", "f") == []
+    assert [e.source for e in extract_examples("add(1, 2) == 3  # the simple case\n", "add")] == ["(add(1, 2)) == (3)\n"]
+    # One malformed block no longer hides the others.
+    assert [e.source for e in extract_examples(">>> f(1)\n1\n\n>>>f(2)\n2\n\n>>> f(3)\n3\n", "f")] == ["f(1)\n", "f(3)\n"]

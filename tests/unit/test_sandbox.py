@@ -80,3 +80,18 @@ def test_expected_values_compare_as_values_not_only_as_text():
     setup = [{"code": "def names():\n    return ['a', 'b']\n"}]
     v = run_examples(setup, extract_examples('>>> names()\n["a", "b"]\n>>> names()\n["a"]\n', "names"))
     assert (v.passed, v.total) == (1, 2)
+
+
+def test_doctest_directives_expected_exceptions_and_strict_values():
+    setup = [{"code": "def f(x):\n    if x < 0:\n        raise ValueError('negative')\n    return list(range(x))\n"
+                      "def g(x):\n    return 1 - x % 2\n"}]
+    doc = (">>> f(-1)\nTraceback (most recent call last):\n  ...\nValueError: negative\n\n"
+           ">>> f(100)  # doctest: +ELLIPSIS\n[0, 1, ..., 99]\n")
+    assert run_examples(setup, extract_examples(doc, "f")).summary == "2/2 examples pass"
+    # `True` is not `1`: a value compared by equality must also have the expected type.
+    assert run_examples(setup, extract_examples(">>> g(2)\nTrue\n", "g")).summary == "0/1 examples pass"
+
+
+def test_junk_on_the_result_descriptor_does_not_break_the_check():
+    v = run_examples(SETUP, examples(">>> import os; _ = os.write(3, b'junk\\n')\n>>> double(2)\n4\n"))
+    assert (v.passed, v.total) == (2, 2)

@@ -72,7 +72,7 @@ async def resolve(ls, action: types.CodeAction) -> types.CodeAction:
     uri = data.get("uri")
     try:
         doc = ls.workspace.get_text_document(uri)
-        text = doc.source
+        text, version = doc.source, doc.version  # the edit is computed against this version
     except Exception:
         ls.tell(f"cannot generate `{data.get('name')}`: the document is no longer open.", types.MessageType.Warning)
         return action
@@ -123,8 +123,14 @@ async def resolve(ls, action: types.CodeAction) -> types.CodeAction:
         failure = f" First failure: {v.failures[0]}." if v.failures else ""
         ls.tell(f"wrote `{stub.qualname}`, but only {summary} of its docstring.{failure} Review it.",
                 types.MessageType.Warning)
+    if doc.version != version or doc.source != text:
+        # pygls updates `doc` in place: offsets computed on the old text must not be applied
+        # to the new one.
+        ls.tell(f"`{stub.qualname}` changed while Tandem was writing it; nothing was applied. "
+                "Run the action again.", types.MessageType.Warning)
+        return action
     action.title = f"{TITLE}: {summary}"
-    action.edit = _edit(ls, doc, text, stub, best.replacement)
+    action.edit = _edit(ls, doc.uri, version, text, stub, best.replacement)
     sources = [{"uri": doc.uri, **s} for s in job.prompt_sources]
     action.command = _remember(ls, doc.uri, stub, best, model, summary, sources)
     return action
@@ -194,17 +200,17 @@ def _doc_dir(uri: str) -> str | None:
     return os.path.dirname(path) if path else None
 
 
-def _edit(ls, doc, text: str, stub: Stub, replacement: str) -> types.WorkspaceEdit:
+def _edit(ls, uri: str, version: int | None, text: str, stub: Stub, replacement: str) -> types.WorkspaceEdit:
     enc = _encoding(ls)
     start, end = position_at(text, stub.edit_start, enc), position_at(text, stub.edit_end, enc)
     edit = types.TextEdit(range=types.Range(types.Position(*start), types.Position(*end)), new_text=replacement)
     caps = ls.client_capabilities.workspace
-    if caps and caps.workspace_edit and caps.workspace_edit.document_changes and doc.version is not None:
-        # Versioned: an editor whose document changed meanwhile refuses the edit instead of
-        # applying it in the wrong place.
-        ident = types.OptionalVersionedTextDocumentIdentifier(uri=doc.uri, version=doc.version)
+    if caps and caps.workspace_edit and caps.workspace_edit.document_changes and version is not None:
+        # Versioned (the version `text` had): an editor whose document changed since refuses
+        # the edit instead of applying it in the wrong place.
+        ident = types.OptionalVersionedTextDocumentIdentifier(uri=uri, version=version)
         return types.WorkspaceEdit(document_changes=[types.TextDocumentEdit(text_document=ident, edits=[edit])])
-    return types.WorkspaceEdit(changes={doc.uri: [edit]})
+    return types.WorkspaceEdit(changes={uri: [edit]})
 
 
 def _remember(ls, uri: str, stub: Stub, best: Candidate, model, summary: str,

@@ -24,6 +24,8 @@ class Example:
     source: str  # code to run, ending in a newline
     want: str  # expected output, as doctest compares it ("" for none)
     line: int  # 0-based line within the docstring, for messages
+    exc_msg: str | None = None  # an expected exception's message (doctest's Traceback form)
+    options: tuple[tuple[int, bool], ...] = ()  # doctest directives, e.g. +ELLIPSIS
 
     def describe(self) -> str:
         call = self.source.strip().splitlines()[0] if self.source.strip() else ""
@@ -33,15 +35,13 @@ class Example:
 def extract_examples(docstring: str, name: str) -> list[Example]:
     """Examples in `docstring` for the function called `name`, in order."""
     found: list[Example] = []
-    try:
-        parsed = doctest.DocTestParser().get_examples(docstring)
-    except ValueError:  # malformed doctest (e.g. bad indentation): fall back to the prose forms
-        parsed = []
     doctest_lines: set[int] = set()
-    for ex in parsed:
+    for ex in _doctest_examples(docstring):
+        if ex.options.get(doctest.SKIP):
+            continue
         # `>>> f(2) == 4` with no output line: the author means it is True.
-        want = ex.want or ("True\n" if _is_equality(ex.source) else "")
-        found.append(Example(ex.source, want, ex.lineno))
+        want = ex.want or ("True\n" if _is_equality(ex.source) and ex.exc_msg is None else "")
+        found.append(Example(ex.source, want, ex.lineno, ex.exc_msg, tuple(sorted(ex.options.items()))))
         doctest_lines.update(range(ex.lineno, ex.lineno + ex.source.count("\n") + max(1, ex.want.count("\n"))))
     for i, line in enumerate(docstring.splitlines()):
         if i in doctest_lines or line.lstrip().startswith(">>>"):
@@ -50,11 +50,35 @@ def extract_examples(docstring: str, name: str) -> list[Example]:
         if not m or m["call"].split("(", 1)[0].split(".")[-1] != name:
             continue
         call, want = m["call"], m["want"].rstrip(".,;")
+        if not _literal(want) and "#" in want:  # `f(1) == 2.  # the simple case`
+            want = want[:want.index("#")].rstrip().rstrip(".,;")
         if not (_literal_call(call) and _literal(want)):
             continue  # `f(n) -> f(n-1) + f(n-2)` is a definition, not an example
+        call, want = ast.unparse(_parse(call)), ast.unparse(_parse(want))  # also drops comments
         found.append(Example(f"({call}) == ({want})\n", "True\n", i))
     found.sort(key=lambda e: e.line)
     return found[:MAX_EXAMPLES]
+
+
+def _doctest_examples(docstring: str) -> list[doctest.Example]:
+    """doctest's examples; when one block is malformed (doctest then rejects the whole
+    docstring), the blocks between blank lines are read one by one and the bad ones skipped."""
+    parser = doctest.DocTestParser()
+    try:
+        return parser.get_examples(docstring)
+    except ValueError:
+        pass
+    found, line = [], 0
+    for block in re.split(r"(\n[ \t]*\n)", docstring):
+        if block.strip():
+            try:
+                for ex in parser.get_examples(block):
+                    ex.lineno += line
+                    found.append(ex)
+            except ValueError:
+                pass
+        line += block.count("\n")
+    return found
 
 
 def _parse(code: str) -> ast.expr | None:

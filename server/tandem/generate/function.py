@@ -19,7 +19,7 @@ from ..model.loaded import LoadedModel
 from ..model.runtime import Sampling
 from .examples import Example, extract_examples
 from .sandbox import Verdict
-from .stub import Stub, parse
+from .stub import Stub, parse, split_lines
 
 CHAT_INSTRUCTION = ("Write the body of the Python function below so that it does exactly what its docstring "
                     "says. Reply with the complete function in one ```python code block.")
@@ -69,7 +69,11 @@ def prepare(model: LoadedModel, text: str, stub: Stub, mode: str, budget_tokens:
     line_start = text.rfind("\n", 0, stub.start) + 1
     def_indent = text[line_start:stub.start]
     examples = extract_examples(stub.docstring, stub.name)
-    runnable = None if stub.scope != "function" else "a nested function cannot be called from its examples"
+    runnable = None
+    if stub.scope == "function":
+        runnable = "a nested function cannot be called from its examples"
+    elif not re.match(r"(?:@|def\s|async\s|class\s)", text[stub.top_start:stub.top_start + 6]):
+        runnable = "it is defined inside a top-level block (if/try/with) that the check does not run"
     if mode == "chat" and model.chat is not None:
         fn = _prompt_function(text, stub, def_indent)
         context, sources = _chat_context(text, stub, budget_tokens * CHARS_PER_CONTEXT_TOKEN)
@@ -228,7 +232,7 @@ def _function_source(job: FunctionJob, body_lines: list[str]) -> str:
         src += "\n" + job.stub.body_indent + job.text[job.stub.edit_start:job.stub.doc_end].strip()
     src += "\n" + "\n".join(body_lines) + "\n"
     d = job.def_indent
-    return "".join(ln[len(d):] if ln.startswith(d) else ln for ln in src.splitlines(keepends=True))
+    return "".join(ln[len(d):] if ln.startswith(d) else ln for ln in split_lines(src))
 
 
 def _until_it_parses(job: FunctionJob, body_lines: list[str], truncated: bool) -> list[str]:

@@ -70,7 +70,8 @@ def run_examples(setup: list[dict], examples: list[Example], *, limits: Limits =
     work.mkdir()
     result = tmp / "result.jsonl"
     result.touch()
-    job = {"setup": setup, "examples": [{"source": e.source, "want": e.want, "line": e.line} for e in examples],
+    job = {"setup": setup, "examples": [{"source": e.source, "want": e.want, "line": e.line, "exc_msg": e.exc_msg,
+                                         "options": [list(o) for o in e.options]} for e in examples],
            "work": str(work), "result": str(result), "paths": list(paths), "memory_mb": limits.memory_mb,
            "cpu_s": limits.cpu_s, "file_mb": limits.file_mb, "namespaces": namespaces}
     env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(work), "TMPDIR": str(work)}
@@ -92,11 +93,25 @@ def run_examples(setup: list[dict], examples: list[Example], *, limits: Limits =
                     _kill_group(proc)
                     break
                 time.sleep(0.01)
-        lines = [json.loads(x) for x in result.read_text(errors="replace").splitlines() if x.strip()]
+        lines = _records(result.read_text(errors="replace"))
         stderr_tail = (tmp / "stderr.txt").read_text(errors="replace")[-500:]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return _verdict(lines, examples, timed_out, proc.returncode, stderr_tail, time.perf_counter() - t0)
+
+
+def _records(text: str) -> list[dict]:
+    """The child's JSON lines; anything else (an example writing to the result file's
+    descriptor) is ignored, not an error."""
+    out = []
+    for line in text.splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

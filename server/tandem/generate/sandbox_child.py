@@ -148,11 +148,13 @@ def main() -> None:
             if super().check_output(want, got, optionflags):
                 return True
             try:
-                return ast.literal_eval(want.strip()) == ast.literal_eval(got.strip())
+                a, b = ast.literal_eval(want.strip()), ast.literal_eval(got.strip())
             except Exception:
                 return False
+            return type(a) is type(b) and a == b  # `True` is not `1`, `2.0` is not `2`
 
-    examples = [doctest.Example(e["source"], e["want"], lineno=e.get("line", 0)) for e in job["examples"]]
+    examples = [doctest.Example(e["source"], e["want"], exc_msg=e.get("exc_msg"), lineno=e.get("line", 0),
+                                options={int(k): bool(v) for k, v in e.get("options", [])}) for e in job["examples"]]
     test = doctest.DocTest(examples, namespace, "docstring examples", "<docstring>", 0, None)
     runner = Runner(checker=Checker(), verbose=False, optionflags=doctest.NORMALIZE_WHITESPACE)
     runner.run(test, out=lambda s: None, clear_globs=False)

@@ -76,7 +76,7 @@ def find_stub(text: str, offset: int, tree=None) -> Stub | None:
     return None
 
 
-_TOP_LEVEL_START = re.compile(r"^(?:async[ \t]+def|def|class|@)[ \t(]", re.M)
+_TOP_LEVEL_START = re.compile(r"^(?:(?:async[ \t]+def|def|class)[ \t(]|@)", re.M)
 
 
 def _find_in_window(text: str, offset: int) -> Stub | None:
@@ -89,6 +89,10 @@ def _find_in_window(text: str, offset: int) -> Stub | None:
     while start > 0 and text[text.rfind("\n", 0, start - 1) + 1:start].startswith("@"):
         start = text.rfind("\n", 0, start - 1) + 1  # decorators belong to the definition
     nxt = _TOP_LEVEL_START.search(text, offset + 1)
+    if text.startswith("@", text.rfind("\n", 0, offset) + 1):  # on a decorator: pass its def
+        while nxt and text.startswith("@", nxt.start()):
+            nxt = _TOP_LEVEL_START.search(text, nxt.start() + 1)
+        nxt = nxt and _TOP_LEVEL_START.search(text, nxt.start() + 1)
     end = nxt.start() if nxt else len(text)
     stub = find_stub(text[start:end], offset - start, tree=parse(text[start:end]))
     if stub is None:
@@ -120,7 +124,7 @@ def _stub_of(text: str, data: bytes, fn) -> Stub | None:
     if statements[0].named_child_count != 1 or statements[0].named_children[0].type != "string":
         return None
     outer = fn.parent if fn.parent is not None and fn.parent.type == "decorated_definition" else fn
-    lines = text.splitlines(keepends=True)
+    lines = split_lines(text)
     first_row, last_row = outer.start_point.row, fn.end_point.row
     def_line = lines[first_row] if first_row < len(lines) else ""
     def_indent = def_line[:len(def_line) - len(def_line.lstrip(" \t"))]
@@ -178,7 +182,11 @@ def _stub_of(text: str, data: bytes, fn) -> Stub | None:
         rest = text[doc_end:len(text) if line_end < 0 else line_end].rstrip("\r")
         if rest.lstrip().startswith("#"):
             edit_start += len(rest)
-    newline = "\r\n" if def_line.endswith("\r\n") else "\n"
+        edit_end = max(edit_end, edit_start)  # nothing after the docstring's comment to replace
+    if def_line.endswith("\n"):
+        newline = "\r\n" if def_line.endswith("\r\n") else "\n"
+    else:  # the file's last line: write the file's own line ending
+        newline = "\r\n" if "\r\n" in text else "\n"
     top = outer
     scope = "module"
     qual = [f.name]
@@ -199,6 +207,13 @@ def _stub_of(text: str, data: bytes, fn) -> Stub | None:
     top_end = len(data[:top.end_byte].decode("utf-8", "replace"))
     return Stub(f.name, ".".join(qual), scope, doc, start, doc_end, edit_start, edit_end, body_indent,
                 newline, inline_doc, top_start, top_end)
+
+
+def split_lines(text: str) -> list[str]:
+    """Lines ending at "\n" only, ends kept: the rows of tree-sitter and LSP (str.splitlines
+    also breaks at form feeds, U+2028 and others, which would shift every row after them)."""
+    parts = text.split("\n")
+    return [p + "\n" for p in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
 
 
 def _is_stub_statement(s: ast.stmt) -> bool:
