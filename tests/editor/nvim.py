@@ -219,25 +219,9 @@ def run_cases(cases: list[Case], settings: dict, *, ready_timeout: float = 60.0,
     }))
     init = workdir / "init.lua"
     init.write_text(_init_lua(settings, files, config_path, log_level))
-    stdout = open(workdir / "nvim.stdout", "wb")
-    stderr = open(workdir / "nvim.stderr", "wb")
     t0 = time.monotonic()
-    proc = subprocess.Popen([nvim, "--headless", "--clean", "-u", str(init), "-n", "-i", "NONE"],
-                            cwd=files, env=env, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
-                            start_new_session=True)
-    killed = False
-    try:
-        # The driver quits by itself well before this (it has its own overall timeout).
-        proc.wait(timeout=total_timeout + 10)
-    except subprocess.TimeoutExpired:
-        killed = True
-    finally:
-        if killed or proc.poll() is None:
-            _kill_tree(proc)
-        else:
-            _reap_group(proc.pid)
-        stdout.close()
-        stderr.close()
+    # The driver quits by itself well before this (it has its own overall timeout).
+    proc, killed = run_nvim(nvim, init, files, env, workdir, total_timeout + 10)
     wall = time.monotonic() - t0
     try:
         data = json.loads(result_path.read_text())
@@ -279,6 +263,27 @@ def run_cases(cases: list[Case], settings: dict, *, ready_timeout: float = 60.0,
     if not keep:
         shutil.rmtree(workdir, ignore_errors=True)
     return run
+
+
+def run_nvim(nvim: str, init: Path, cwd: Path, env: dict, workdir: Path, timeout: float):
+    """Run headless Neovim with `init` (output to workdir/nvim.std*) until it quits or
+    `timeout` passes; then reap or kill it with the server in its process group.
+    Returns the process and whether it had to be killed."""
+    with open(workdir / "nvim.stdout", "wb") as out, open(workdir / "nvim.stderr", "wb") as err:
+        proc = subprocess.Popen([nvim, "--headless", "--clean", "-u", str(init), "-n", "-i", "NONE"],
+                                cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                start_new_session=True)
+        killed = False
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            killed = True
+        finally:
+            if killed or proc.poll() is None:
+                _kill_tree(proc)
+            else:
+                _reap_group(proc.pid)
+    return proc, killed
 
 
 def run_case(source: str, settings: dict, name: str = "case", filename: str = "example.py", **kw) -> CaseResult:

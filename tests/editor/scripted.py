@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
-from .nvim import DRIVER, NvimError, _init_lua, _isolated_env, _kill_tree, _reap_group, find_nvim
+from .nvim import DRIVER, NvimError, _init_lua, _isolated_env, find_nvim, run_nvim
 
 
 def run_script(driver: Path, files: dict[str, str], config: dict, settings: dict, *, timeout: float = 180.0,
@@ -37,20 +36,7 @@ def run_script(driver: Path, files: dict[str, str], config: dict, settings: dict
     init = workdir / "init.lua"
     init.write_text(_init_lua(settings, root, config_path, log_level).replace(
         f"dofile({json.dumps(str(DRIVER))})", f"dofile({json.dumps(str(driver))})"))
-    with open(workdir / "nvim.stdout", "wb") as out, open(workdir / "nvim.stderr", "wb") as err:
-        proc = subprocess.Popen([nvim, "--headless", "--clean", "-u", str(init), "-n", "-i", "NONE"],
-                                cwd=root, env=run_env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                start_new_session=True)
-        killed = False
-        try:
-            proc.wait(timeout=timeout + 10)
-        except subprocess.TimeoutExpired:
-            killed = True
-        finally:
-            if killed or proc.poll() is None:
-                _kill_tree(proc)
-            else:
-                _reap_group(proc.pid)
+    proc, killed = run_nvim(nvim, init, root, run_env, workdir, timeout + 10)
     try:
         data = json.loads(result_path.read_text())
     except (OSError, ValueError):
