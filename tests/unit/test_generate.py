@@ -154,3 +154,10 @@ def test_review_regressions_in_examples():
     assert [e.source for e in extract_examples("add(1, 2) == 3  # the simple case\n", "add")] == ["(add(1, 2)) == (3)\n"]
     # One malformed block no longer hides the others.
     assert [e.source for e in extract_examples(">>> f(1)\n1\n\n>>>f(2)\n2\n\n>>> f(3)\n3\n", "f")] == ["f(1)\n", "f(3)\n"]
+
+
+def test_one_line_stub_body_takes_the_files_indentation_unit():
+    # A tab inside a string says nothing about the file's indentation.
+    assert all_stubs('S = """\n\tx\n"""\n\nclass A:\n    def f(self): """doc"""\n')[0].body_indent == " " * 8
+    assert all_stubs('def g(): """doc"""\n\ndef h():\n  return 1\n')[0].body_indent == "  "
+    assert all_stubs('class A:\n\tdef f(self): """doc"""\n')[0].body_indent == "\t\t"

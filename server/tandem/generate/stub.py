@@ -170,8 +170,7 @@ def _stub_of(text: str, data: bytes, fn) -> Stub | None:
     doc_line = lines[first_row + d.lineno - 1]
     inline_doc = bool(text[line_starts[first_row + d.lineno - 1]:doc_start].strip())  # `def f(): """doc"""`
     if inline_doc:
-        unit = "\t" if "\t" in def_indent or re.search(r"^\t", text, re.M) else "    "
-        body_indent = def_indent + unit
+        body_indent = def_indent + _indent_unit(fn, data, def_indent)
         edit_start = doc_start
         while edit_start > 0 and text[edit_start - 1] in " \t":
             edit_start -= 1
@@ -207,6 +206,38 @@ def _stub_of(text: str, data: bytes, fn) -> Stub | None:
     top_end = len(data[:top.end_byte].decode("utf-8", "replace"))
     return Stub(f.name, ".".join(qual), scope, doc, start, doc_end, edit_start, edit_end, body_indent,
                 newline, inline_doc, top_start, top_end)
+
+
+def _indent_unit(fn, data: bytes, def_indent: str) -> str:
+    """One indentation level as this file writes it: from the def's own indentation and its
+    depth, else from the first indented block of code (never from inside a string)."""
+    depth, p = 0, fn.parent
+    while p is not None:
+        depth += p.type in ("function_definition", "class_definition")
+        p = p.parent
+    if def_indent:
+        return "\t" if "\t" in def_indent else " " * max(1, len(def_indent) // max(depth, 1))
+    root = fn
+    while root.parent is not None:
+        root = root.parent
+    stack = [root]
+    while stack:
+        n = stack.pop(0)
+        if n.type == "block" and n.start_point.column > 0 and n.start_point.row > n.parent.start_point.row:
+            line_start = data.rfind(b"\n", 0, n.start_byte) + 1
+            lead = data[line_start:n.start_byte].decode("utf-8", "replace")
+            if lead and not lead.strip():
+                return lead[:len(lead) - len(_outer_indent(n, data))] or "    "
+        stack.extend(n.children)
+    return "    "
+
+
+def _outer_indent(block, data: bytes) -> str:
+    """Indentation of the line that opens `block` (its def/class/if line)."""
+    start = block.parent.start_byte
+    line_start = data.rfind(b"\n", 0, start) + 1
+    lead = data[line_start:start].decode("utf-8", "replace")
+    return lead if not lead.strip() else ""
 
 
 def split_lines(text: str) -> list[str]:
