@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from ..completion.prompt import build_fim_prompt
 from ..model.loaded import LoadedModel
 from ..model.runtime import Sampling
+from ..provenance.confidence import spans_of_ids
 from .examples import Example, extract_examples
 from .sandbox import Verdict
-from .stub import Stub, parse, split_lines
+from .stub import Stub, is_stub_statement, parse, split_lines, without_indent
 
 CHAT_INSTRUCTION = ("Write the body of the Python function below so that it does exactly what its docstring "
                     "says. Reply with the complete function in one ```python code block.")
@@ -104,8 +105,7 @@ def _prompt_function(text: str, stub: Stub, def_indent: str) -> str:
         src = text[stub.start:stub.edit_start] + "\n" + "    " + text[stub.edit_start:stub.doc_end].strip()
     else:
         src = text[stub.start:stub.edit_start]
-    lines = src.replace("\r\n", "\n").split("\n")
-    return "\n".join(ln[len(def_indent):] if ln.startswith(def_indent) else ln for ln in lines).expandtabs(4)
+    return without_indent(split_lines(src.replace("\r\n", "\n")), def_indent).expandtabs(4)
 
 
 def _chat_context(text: str, stub: Stub, max_chars: int) -> tuple[str, list[dict]]:
@@ -163,7 +163,7 @@ def generate_candidate(model: LoadedModel, job: FunctionJob, index: int, max_tok
     if not body_lines:
         return None
     replacement = _replacement(job, body_lines)
-    spans = _token_spans(codec, gen.ids, gen.logprobs, len(kept))
+    spans = spans_of_ids(codec, gen.ids, gen.logprobs, limit=len(kept))
     used = [lp for (s, _e, lp) in spans]
     mean = sum(used) / len(used) if used else float("-inf")
     return Candidate(index, sampling is not None, replacement, "\n".join(body_lines), mean,
@@ -231,8 +231,7 @@ def _function_source(job: FunctionJob, body_lines: list[str]) -> str:
     if job.stub.inline_doc:
         src += "\n" + job.stub.body_indent + job.text[job.stub.edit_start:job.stub.doc_end].strip()
     src += "\n" + "\n".join(body_lines) + "\n"
-    d = job.def_indent
-    return "".join(ln[len(d):] if ln.startswith(d) else ln for ln in split_lines(src))
+    return without_indent(split_lines(src), job.def_indent)
 
 
 def _until_it_parses(job: FunctionJob, body_lines: list[str], truncated: bool) -> list[str]:
@@ -243,7 +242,7 @@ def _until_it_parses(job: FunctionJob, body_lines: list[str], truncated: bool) -
     while lines and tries > 0:
         try:
             fn = ast.parse(_function_source(job, lines)).body[0]
-            real = [s for s in fn.body[1:] if not _trivial(s)]
+            real = [s for s in fn.body[1:] if not is_stub_statement(s)]
             return lines if real else []
         except (SyntaxError, ValueError, IndexError):
             lines.pop()
@@ -253,29 +252,12 @@ def _until_it_parses(job: FunctionJob, body_lines: list[str], truncated: bool) -
     return []
 
 
-def _trivial(s: ast.stmt) -> bool:
-    from .stub import _is_stub_statement
-    return _is_stub_statement(s)
-
-
 def _replacement(job: FunctionJob, body_lines: list[str]) -> str:
     nl = job.stub.newline
     head = ""
     if job.stub.inline_doc:
         head = nl + job.stub.body_indent + job.text[job.stub.edit_start:job.stub.doc_end].strip()
     return head + nl + nl.join(body_lines)
-
-
-def _token_spans(codec, ids: list[int], logprobs: list[float], limit: int) -> list[tuple[int, int, float]]:
-    """(start, end, logprob) of each generated token in the decoded text, up to `limit` chars."""
-    spans, prev = [], 0
-    for i, lp in enumerate(logprobs[:len(ids)]):
-        end = len(codec.decode(ids[:i + 1]))
-        if prev >= limit:
-            break
-        spans.append((prev, min(end, limit), lp))
-        prev = max(prev, end)
-    return spans
 
 
 def _map_spans(spans, kept: str, body_lines: list[str], replacement: str, job: FunctionJob):

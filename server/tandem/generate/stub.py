@@ -129,17 +129,15 @@ def _stub_of(text: str, data: bytes, fn) -> Stub | None:
     def_line = lines[first_row] if first_row < len(lines) else ""
     def_indent = def_line[:len(def_line) - len(def_line.lstrip(" \t"))]
     # The function alone, its indentation removed, through Python's parser.
-    snippet_lines = [ln[len(def_indent):] if ln.startswith(def_indent) else ln
-                     for ln in lines[first_row:last_row + 1]]
     try:
-        tree = ast.parse("".join(snippet_lines))
+        tree = ast.parse(without_indent(lines[first_row:last_row + 1], def_indent))
     except (SyntaxError, ValueError):
         return None
     if len(tree.body) != 1 or not isinstance(tree.body[0], (ast.FunctionDef, ast.AsyncFunctionDef)):
         return None
     f = tree.body[0]
     doc = ast.get_docstring(f, clean=True)
-    if doc is None or not all(_is_stub_statement(s) for s in f.body[1:]):
+    if doc is None or not all(is_stub_statement(s) for s in f.body[1:]):
         return None
     if not doc.strip():
         return None  # an empty docstring says nothing to generate from
@@ -240,6 +238,12 @@ def _outer_indent(block, data: bytes) -> str:
     return lead if not lead.strip() else ""
 
 
+def without_indent(lines: list[str], indent: str) -> str:
+    """`lines` joined, `indent` taken off each line that starts with it (a docstring's
+    continuation lines may be indented less: they are string content, left as they are)."""
+    return "".join(ln[len(indent):] if ln.startswith(indent) else ln for ln in lines)
+
+
 def split_lines(text: str) -> list[str]:
     """Lines ending at "\n" only, ends kept: the rows of tree-sitter and LSP (str.splitlines
     also breaks at form feeds, U+2028 and others, which would shift every row after them)."""
@@ -247,7 +251,8 @@ def split_lines(text: str) -> list[str]:
     return [p + "\n" for p in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
 
 
-def _is_stub_statement(s: ast.stmt) -> bool:
+def is_stub_statement(s: ast.stmt) -> bool:
+    """`pass`, `...` or `raise NotImplementedError`: a statement that stands for a body."""
     if isinstance(s, ast.Pass):
         return True
     if isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant) and s.value.value is Ellipsis:

@@ -25,15 +25,22 @@ def token_spans(codec, text: str, logprobs, lead: str = "") -> list[tuple[int, i
     logprobs = list(logprobs)
     if not text or not logprobs:
         return []
-    ids = codec.encode(lead + text)
+    return spans_of_ids(codec, codec.encode(lead + text), logprobs, skip=len(lead), limit=len(text))
+
+
+def spans_of_ids(codec, ids, logprobs, *, skip: int = 0, limit: int) -> list[tuple[int, int, float]]:
+    """(start, end, logprob) of each token of `ids` in their decoded text, with the first
+    `skip` characters left out and spans clipped to `limit` characters after them."""
     spans: list[tuple[int, int, float]] = []
     pos = 0
     for i in range(min(len(ids), len(logprobs))):
         end = len(codec.decode(ids[:i + 1]))  # a character split across tokens ends on its last
-        a, b = max(0, pos - len(lead)), min(len(text), end - len(lead))
+        a, b = max(0, pos - skip), min(limit, end - skip)
         pos = max(pos, end)
         if b > a:
             spans.append((a, b, float(logprobs[i])))
+        if end - skip >= limit:
+            break
     return spans
 
 
