@@ -63,7 +63,7 @@ def find_stub(text: str, offset: int, tree=None) -> Stub | None:
     if len(text) > WINDOW_ABOVE_CHARS and tree is None:
         return _find_in_window(text, offset)
     data = text.encode("utf-8", "replace")
-    tree = tree or parser().parse(data)
+    tree = tree or _tree_of(text, data)
     at = len(text[:offset].encode("utf-8", "replace"))
     node = tree.root_node.descendant_for_byte_range(at, at)
     while node is not None:
@@ -99,6 +99,20 @@ def _find_in_window(text: str, offset: int) -> Stub | None:
         return None
     shift = {f: getattr(stub, f) + start for f in ("start", "doc_end", "edit_start", "edit_end", "top_start", "top_end")}
     return replace(stub, **shift)
+
+
+_last_parse: tuple[str, object] | None = None
+
+
+def _tree_of(text: str, data: bytes):
+    """The tree of `text`, reused while the text is unchanged: editors ask for code actions on
+    every cursor move, mostly over a document that has not changed since the last one."""
+    global _last_parse
+    if _last_parse is not None and _last_parse[0] == text:
+        return _last_parse[1]
+    tree = parser().parse(data)
+    _last_parse = (text, tree)
+    return tree
 
 
 def all_stubs(text: str) -> list[Stub]:
