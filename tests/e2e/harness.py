@@ -19,6 +19,16 @@ from pytest_lsp import ClientServerConfig, client_capabilities
 TIMEOUT = 60.0
 
 
+def apply_inline(text: str, item: types.InlineCompletionItem) -> str:
+    """`text` after accepting `item` the way an editor does (UTF-16 range)."""
+    from tandem.text import offset_at
+
+    r = item.range
+    start = offset_at(text, r.start.line, r.start.character)
+    end = offset_at(text, r.end.line, r.end.character)
+    return text[:start] + item.insert_text + text[end:]
+
+
 def status_field(params, name):
     return params.get(name) if isinstance(params, dict) else getattr(params, name, None)
 

@@ -19,19 +19,12 @@ import pytest
 from lsprotocol import types
 
 from tandem.provenance.explain import Explainer, request_for
-from tandem.text import offset_at
 
 from .harness import TIMEOUT, tandem
+from .harness import apply_inline as apply
 
 ACCEPT = "tandem.completionAccepted"
 SOURCE = "def add(a, b):\n    \n"
-
-
-def apply(text: str, item: types.InlineCompletionItem) -> str:
-    r = item.range
-    start = offset_at(text, r.start.line, r.start.character)
-    end = offset_at(text, r.end.line, r.end.character)
-    return text[:start] + item.insert_text + text[end:]
 
 
 async def execute(s, command: str, arguments, timeout: float = TIMEOUT):

@@ -11,18 +11,12 @@ import re
 import pytest
 from lsprotocol import types
 
-from tandem.text import offset_at, utf16_len
+from tandem.text import utf16_len
 
+from .harness import apply_inline as apply
 from .harness import tandem
 
 URI = "file:///tmp/tandem-test/example.py"
-
-
-def apply(text: str, item: types.InlineCompletionItem) -> str:
-    r = item.range
-    start = offset_at(text, r.start.line, r.start.character)
-    end = offset_at(text, r.end.line, r.end.character)
-    return text[:start] + item.insert_text + text[end:]
 
 
 def cursor(src: str) -> tuple[str, int, int]:

@@ -160,7 +160,7 @@ class NvimRun:
         return "\n".join(self.events[-60:])
 
 
-def _init_lua(settings: dict, workdir: Path, config_path: Path, log_level: str) -> str:
+def _init_lua(settings: dict, workdir: Path, config_path: Path, log_level: str, script: Path = DRIVER) -> str:
     tandem_settings = json.dumps(settings)
     return f"""-- Written by tests/editor/nvim.py: a minimal Neovim setup for Tandem.
 TANDEM_DRIVER_CONFIG = {json.dumps(str(config_path))}
@@ -181,7 +181,7 @@ vim.lsp.config('tandem', {{
 }})
 vim.lsp.enable('tandem')
 vim.lsp.inline_completion.enable(true)
-dofile({json.dumps(str(DRIVER))})
+dofile({json.dumps(str(script))})
 """
 
 
@@ -249,20 +249,23 @@ def run_cases(cases: list[Case], settings: dict, *, ready_timeout: float = 60.0,
             screen=rec.get("screen"), model=rec.get("model"), device=rec.get("device"),
             error=rec.get("error"), raw=rec))
     if data.get("error") or not data.get("done"):
-        msg = [f"Neovim run failed: {data.get('error') or 'the driver did not finish'}",
-               f"(nvim exit code {proc.returncode}, {wall:.1f} s, files kept in {workdir})",
-               "--- driver events ---", *run.events[-40:]]
-        for name in ("nvim.stderr",):
-            tail = (workdir / name).read_text(errors="replace")[-3000:].strip()
-            if tail:
-                msg += [f"--- {name} ---", tail]
-        lsp_log = workdir / "home" / "xdg_state_home" / "nvim" / "lsp.log"
-        if lsp_log.exists():
-            msg += ["--- lsp.log (tail) ---", lsp_log.read_text(errors="replace")[-4000:]]
-        raise NvimError("\n".join(msg))
+        raise failure(data, workdir, f"nvim exit code {proc.returncode}, {wall:.1f} s")
     if not keep:
         shutil.rmtree(workdir, ignore_errors=True)
     return run
+
+
+def failure(data: dict, workdir: Path, how: str) -> NvimError:
+    """Why a Neovim run failed: the driver's error and events, Neovim's stderr, the LSP log."""
+    msg = [f"Neovim run failed: {data.get('error') or 'the driver did not finish'}",
+           f"({how}, files kept in {workdir})", "--- driver events ---", *data.get("events", [])[-40:]]
+    tail = (workdir / "nvim.stderr").read_text(errors="replace")[-3000:].strip()
+    if tail:
+        msg += ["--- nvim.stderr ---", tail]
+    lsp_log = workdir / "home" / "xdg_state_home" / "nvim" / "lsp.log"
+    if lsp_log.exists():
+        msg += ["--- lsp.log (tail) ---", lsp_log.read_text(errors="replace")[-4000:]]
+    return NvimError("\n".join(msg))
 
 
 def run_nvim(nvim: str, init: Path, cwd: Path, env: dict, workdir: Path, timeout: float):

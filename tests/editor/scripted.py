@@ -11,7 +11,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .nvim import DRIVER, NvimError, _init_lua, _isolated_env, find_nvim, run_nvim
+from .nvim import _init_lua, _isolated_env, failure, find_nvim, run_nvim
 
 
 def run_script(driver: Path, files: dict[str, str], config: dict, settings: dict, *, timeout: float = 180.0,
@@ -34,8 +34,7 @@ def run_script(driver: Path, files: dict[str, str], config: dict, settings: dict
     config_path.write_text(json.dumps({"poll_ms": 5, "total_timeout_ms": int(timeout * 1000), **config,
                                        "workspace": str(root), "result_path": str(result_path)}))
     init = workdir / "init.lua"
-    init.write_text(_init_lua(settings, root, config_path, log_level).replace(
-        f"dofile({json.dumps(str(DRIVER))})", f"dofile({json.dumps(str(driver))})"))
+    init.write_text(_init_lua(settings, root, config_path, log_level, driver))
     proc, killed = run_nvim(nvim, init, root, run_env, workdir, timeout + 10)
     try:
         data = json.loads(result_path.read_text())
@@ -43,17 +42,7 @@ def run_script(driver: Path, files: dict[str, str], config: dict, settings: dict
         data = {"error": "Neovim wrote no result", "events": []}
     data["workdir"] = str(workdir)
     if killed or data.get("error") or not data.get("done"):
-        msg = [f"Neovim run failed: {data.get('error') or 'the driver did not finish'}"
-               + (" (killed at the timeout)" if killed else ""),
-               f"(nvim exit code {proc.returncode}, files kept in {workdir})", "--- driver events ---",
-               *data.get("events", [])[-40:]]
-        tail = (workdir / "nvim.stderr").read_text(errors="replace")[-3000:].strip()
-        if tail:
-            msg += ["--- nvim.stderr ---", tail]
-        lsp_log = workdir / "home" / "xdg_state_home" / "nvim" / "lsp.log"
-        if lsp_log.exists():
-            msg += ["--- lsp.log (tail) ---", lsp_log.read_text(errors="replace")[-4000:]]
-        raise NvimError("\n".join(msg))
+        raise failure(data, workdir, f"nvim exit code {proc.returncode}" + (", killed at the timeout" if killed else ""))
     if not keep:
         shutil.rmtree(workdir, ignore_errors=True)
     return data
