@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tandem.provenance.confidence import summarize, token_spans
+from tandem.provenance.confidence import spans_of_ids, summarize
 from tandem.provenance.regions import Edit, adjust, diff_edit, locate
 from tandem.provenance.render import region_markdown, sources_text
 from tandem.provenance.store import Generated, ProvenanceStore, Region
@@ -242,6 +242,11 @@ class CharCodec:
 
     def decode(self, ids):
         return "".join(map(chr, ids))
+
+
+def token_spans(codec, text, logprobs, lead=""):
+    """Spans for `text` as if the model had generated `lead + text` token by token."""
+    return spans_of_ids(codec, codec.encode(lead + text), logprobs, skip=len(lead), limit=len(text))
 
 
 def test_token_spans_skip_the_dropped_indentation_and_clip():

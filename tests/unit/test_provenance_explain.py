@@ -14,7 +14,6 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tandem.completion.prompt import FimIds, build_fim_prompt
-from tandem.features.inline_completion import _aligned_cut
 from tandem.model.runtime import Cancelled, Generation
 from tandem.provenance.explain import (Explainer, ModelUnavailable, Request, chat_messages, clean_plain,
                                        plain_prompt, request_for)
@@ -214,22 +213,24 @@ def test_prompts_show_the_code_and_ask_plainly():
     assert clean_plain(" adds two numbers.\n# Then returns.\n\ndef more():", "#") == "It adds two numbers. Then returns."
 
 
-def test_the_prompt_window_kept_for_an_offer_gives_the_engines_prompt():
-    """inline_completion keeps only a window of the prefix for working out, on acceptance,
-    which lines the prompt held; cut at an aligned line, the window yields the same cut."""
+def test_the_engine_reports_what_its_prompt_covered_and_its_tokens(tiny_model):
+    """Provenance records the prompt's lines and the token confidence from the engine's own
+    prompt and tokens: the span is exactly build_fim_prompt's cut of the whole text."""
+    from tandem.completion.engine import CompletionEngine
+    from tandem.model.loaded import load_model
+    from tandem.provenance.confidence import spans_of_ids
+    from tandem.settings import Settings
 
-    class Words:
-        def encode(self, text):
-            return text.split(" ")
+    m = load_model(str(tiny_model), "cpu")
+    text = "".join(f"def f{i}(a, b):\n    return a + b\n\n\n" for i in range(300)) + "def add(a, b):\n    \n"
+    offset = len(text) - 1
+    for budget in (64, 300):
+        settings = Settings(contextTokens=budget)
+        result = CompletionEngine(m).complete(text, offset, settings)
+        full = build_fim_prompt(m.codec, m.fim, text[:offset - 4], text[offset:], budget, settings.prefixShare)
+        assert (result.prompt_start, result.prompt_end) == (full.prefix_start, offset + full.suffix_end)
+        assert text.count("\n", 0, result.prompt_start) % 16 == 0  # an aligned line, as the builder cuts
+        spans = spans_of_ids(m.codec, result.token_ids, result.logprobs, skip=result.token_skip,
+                             limit=len(result.text))
+        assert spans and spans[0][0] == 0 and "".join(result.text[a:b] for a, b, _ in spans) == result.text
 
-    text = "".join(f"line number {i} " + "x " * (i % 7) + "\n" for i in range(400))
-    fim = FimIds(1, 2, 3)
-    for offset in (len(text) // 2, len(text) - 5, 3000):
-        budget, share = 300, 0.7
-        full = build_fim_prompt(Words(), fim, text[:offset], text[offset:], budget, share)
-        span = budget * 8
-        cut = _aligned_cut(text, max(0, offset - span))
-        assert text.count("\n", 0, cut) % 16 == 0
-        part = build_fim_prompt(Words(), fim, text[cut:offset], text[offset:offset + span], budget, share)
-        assert cut + part.prefix_start == full.prefix_start
-        assert part.suffix_end == full.suffix_end

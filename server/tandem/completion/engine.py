@@ -8,7 +8,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..model.loaded import LoadedModel
 from ..settings import Settings
@@ -32,6 +32,10 @@ class Completion:
     generated_tokens: int
     cached: bool = False
     logprobs: tuple[float, ...] = ()
+    token_ids: tuple[int, ...] = ()  # the generated tokens, for confidence spans on acceptance
+    token_skip: int = 0  # characters of their text dropped before `text` (indentation already typed)
+    prompt_start: int = 0  # the document offsets the prompt covered: first character of its prefix
+    prompt_end: int = 0  # ... and end of its suffix
 
 
 class CompletionEngine:
@@ -75,7 +79,8 @@ class CompletionEngine:
         gen = self.model.lm.generate(
             prompt.ids, max_new_tokens=limit, stop_ids=self.model.stop_ids, cancel=cancel,
             stop_check=lambda ids: postprocess.stop_early(ctx, text_of(ids)))
-        raw = text_of(gen.ids)
+        decoded = codec.decode(gen.ids)
+        raw = _drop_indent(decoded, indent)
         sugg = postprocess.finish(ctx, raw, hit_token_limit=gen.stop_reason == "max_tokens")
         latency = (time.perf_counter() - t0) * 1000
         log.debug("completion: %d prompt tokens (%d reused), %d generated in %.0f ms (prefill %.0f, decode %.0f), raw=%r",
@@ -83,7 +88,9 @@ class CompletionEngine:
                   gen.decode_s * 1e3, raw[:200])
         result = Completion(sugg.text if sugg else "", sugg.replace_chars if sugg else 0, ctx.multiline,
                             latency, len(prompt.ids), gen.reused_tokens, len(gen.ids),
-                            logprobs=tuple(gen.logprobs))
+                            logprobs=tuple(gen.logprobs), token_ids=tuple(gen.ids),
+                            token_skip=len(decoded) - len(raw), prompt_start=prompt.prefix_start,
+                            prompt_end=offset + prompt.suffix_end)
         self._store(key, result)
         self._store_typed_through(key, ctx, result)
         return result if result.text else None
@@ -95,8 +102,7 @@ class CompletionEngine:
             if hit is None:
                 return None
             self._cache.move_to_end(key)
-        return Completion(hit.text, hit.replace_chars, hit.multiline, (time.perf_counter() - t0) * 1000,
-                          hit.prompt_tokens, hit.reused_tokens, hit.generated_tokens, True, hit.logprobs)
+        return replace(hit, latency_ms=(time.perf_counter() - t0) * 1000, cached=True)
 
     def _store(self, key, value: Completion) -> None:
         with self._cache_lock:

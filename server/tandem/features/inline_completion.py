@@ -17,9 +17,8 @@ import time
 
 from lsprotocol import types
 
-from ..completion.prompt import CHARS_PER_TOKEN_MAX, PREFIX_ALIGN, build_fim_prompt
 from ..model.runtime import Cancelled
-from ..provenance.confidence import token_spans
+from ..provenance.confidence import spans_of_ids
 from ..provenance.store import Generated
 from ..text import UTF16, line_end, offset_at, position_at
 from .tracking import ACCEPT_COMMAND
@@ -86,43 +85,22 @@ async def complete(ls, params: types.InlineCompletionParams) -> types.InlineComp
 
 
 def _offer(ls, engine, uri: str, text: str, offset: int, result, insert_text: str) -> types.Command:
-    """Offer the item to provenance; its command tells the server it was accepted. What the
-    prompt held and the per-token confidence are worked out only on acceptance: `_resolve`
-    keeps the little it needs (bounded windows of the text), not the document."""
-    model, settings = engine.model, ls.settings
-    line_start = text.rfind("\n", 0, offset) + 1
-    indent = text[line_start:offset] if not text[line_start:offset].strip() else ""
-    prefix_end = offset - len(indent)  # the engine ends the prompt before such indentation
-    span = settings.contextTokens * CHARS_PER_TOKEN_MAX  # the most text the prompt builder looks at
-    cut = _aligned_cut(text, max(0, prefix_end - span))
-    prefix, suffix = text[cut:prefix_end], text[offset:offset + span]
-    first_line = text.count("\n", 0, cut)
-    codec, fim = model.codec, model.fim
-    budget, share = settings.contextTokens, settings.prefixShare
-    completion, logprobs = result.text, result.logprobs
+    """Offer the item to provenance; its command tells the server it was accepted. The lines
+    the prompt covered come from the engine; the per-token confidence is worked out only on
+    acceptance, from the generated tokens themselves."""
+    model = engine.model
+    first = text.count("\n", 0, result.prompt_start)
+    end = result.prompt_end - 1 if result.prompt_end > offset else offset  # the prompt's last character
+    last = first + text.count("\n", result.prompt_start, max(result.prompt_start, end))
+    codec, completion = model.codec, result.text
+    ids, logprobs, skip = result.token_ids, result.logprobs, result.token_skip
 
     def resolve() -> dict:
-        prompt = build_fim_prompt(codec, fim, prefix, suffix, budget, share)
-        a = first_line + prefix.count("\n", 0, prompt.prefix_start)
-        tail = suffix[:prompt.suffix_end]
-        b = first_line + prefix.count("\n") + tail.count("\n") - (1 if tail.endswith("\n") else 0)
-        return {"prompt_sources": [{"uri": uri, "lines": [a, max(a, b)]}],
-                "tokens": token_spans(codec, completion, logprobs, indent)}
+        return {"prompt_sources": [{"uri": uri, "lines": [first, last]}],
+                "tokens": spans_of_ids(codec, ids, logprobs, skip=skip, limit=len(completion))}
 
     gid = ls.provenance.offer(Generated(
         uri=uri, start=offset, text=insert_text, kind="inline", model=model.describe(), created=time.time(),
         prompt_sources=[], extra={"own_chars": len(completion), "latency_ms": round(result.latency_ms, 1),
                                   "cached": result.cached, "_resolve": resolve}))
     return types.Command(title="Tandem: completion accepted", command=ACCEPT_COMMAND, arguments=[{"id": gid}])
-
-
-def _aligned_cut(text: str, offset: int) -> int:
-    """A line start at or before `offset` whose line number is a multiple of PREFIX_ALIGN: the
-    prompt builder aligns its cut on such lines, counting from the start of what it is given,
-    so a window starting there gives the same prompt as the whole text."""
-    line = text.count("\n", 0, offset)
-    pos = text.rfind("\n", 0, offset) + 1
-    while line % PREFIX_ALIGN and pos > 0:
-        pos = text.rfind("\n", 0, pos - 1) + 1
-        line -= 1
-    return pos

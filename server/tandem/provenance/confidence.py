@@ -1,8 +1,9 @@
 """How sure the model was of what it wrote, from the log-probabilities of its tokens.
 
-`token_spans` maps the per-token log-probabilities of a generation onto character spans of
-the text that was shown; `summarize` turns them into a level (high / medium / low), the
-geometric-mean token probability, the lowest one, and the least confident spans.
+`spans_of_ids` maps the per-token log-probabilities of a generation onto character spans of
+the text that was shown, from the generated token ids themselves; `summarize` turns them into
+a level (high / medium / low), the geometric-mean token probability, the lowest one, and the
+least confident spans.
 """
 from __future__ import annotations
 
@@ -13,24 +14,10 @@ HIGH, MEDIUM = 0.80, 0.55  # geometric-mean probability thresholds
 LOW_TOKEN = 0.5  # a token below this probability is worth pointing at
 
 
-def token_spans(codec, text: str, logprobs, lead: str = "") -> list[tuple[int, int, float]]:
-    """(start, end, logprob) spans of `text` for the generated tokens' log-probabilities.
-
-    The generation's own token ids are not kept by the completion engine, so the text is
-    tokenized again: a greedy decode emits the tokenizer's canonical split in nearly every
-    case, so token i of the re-encoding is generated token i. `lead` is text the model wrote
-    before `text` that was removed afterwards (the indentation the cursor already had): its
-    tokens come first in `logprobs`. Tokens past the logprobs (closing brackets added by
-    post-processing) get no span; spans are clipped to `text`."""
-    logprobs = list(logprobs)
-    if not text or not logprobs:
-        return []
-    return spans_of_ids(codec, codec.encode(lead + text), logprobs, skip=len(lead), limit=len(text))
-
-
 def spans_of_ids(codec, ids, logprobs, *, skip: int = 0, limit: int) -> list[tuple[int, int, float]]:
     """(start, end, logprob) of each token of `ids` in their decoded text, with the first
-    `skip` characters left out and spans clipped to `limit` characters after them."""
+    `skip` characters left out (indentation the cursor already had) and spans clipped to
+    `limit` characters after them (tokens post-processing cut off get none)."""
     spans: list[tuple[int, int, float]] = []
     pos = 0
     for i in range(min(len(ids), len(logprobs))):
