@@ -61,3 +61,10 @@ def line_end(text: str, offset: int) -> int:
     nl = text.find("\n", offset)
     end = len(text) if nl < 0 else nl
     return end - 1 if end > offset and text[end - 1] == "\r" else end
+
+
+def line_span(text: str, start: int, end: int) -> list[int]:
+    """[first, last] 0-based lines of text[start:end]: the line of its first character and of
+    its last one (not the line after a final line break); an empty span is the line of `start`."""
+    first = text.count("\n", 0, start)
+    return [first, first + text.count("\n", start, max(start, end - 1))]

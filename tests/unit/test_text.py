@@ -38,3 +38,12 @@ def test_line_end_stops_before_crlf():
     from tandem.text import line_end
     text = "ab\r\ncd"
     assert line_end(text, 1) == 2 and line_end(text, 4) == 6
+
+
+def test_line_span_ends_on_the_line_of_the_last_character():
+    from tandem.text import line_span
+
+    text = "a\nbc\nd\n"
+    assert line_span(text, 0, len(text)) == [0, 2]  # not the empty line after the last break
+    assert line_span(text, 2, 4) == [1, 1]
+    assert line_span(text, 2, 2) == [1, 1]  # empty: the line of its start

@@ -20,7 +20,7 @@ from lsprotocol import types
 from ..model.runtime import Cancelled
 from ..provenance.confidence import spans_of_ids
 from ..provenance.store import Generated
-from ..text import UTF16, line_end, offset_at, position_at
+from ..text import UTF16, line_end, line_span, offset_at, position_at
 from .tracking import ACCEPT_COMMAND
 
 log = logging.getLogger(__name__)
@@ -89,14 +89,13 @@ def _offer(ls, engine, uri: str, text: str, offset: int, result, insert_text: st
     the prompt covered come from the engine; the per-token confidence is worked out only on
     acceptance, from the generated tokens themselves."""
     model = engine.model
-    first = text.count("\n", 0, result.prompt_start)
-    end = result.prompt_end - 1 if result.prompt_end > offset else offset  # the prompt's last character
-    last = first + text.count("\n", result.prompt_start, max(result.prompt_start, end))
+    # The prompt's lines; with no suffix in it, it ends on the cursor's line.
+    lines = line_span(text, result.prompt_start, max(result.prompt_end, offset + 1))
     codec, completion = model.codec, result.text
     ids, logprobs, skip = result.token_ids, result.logprobs, result.token_skip
 
     def resolve() -> dict:
-        return {"prompt_sources": [{"uri": uri, "lines": [first, last]}],
+        return {"prompt_sources": [{"uri": uri, "lines": lines}],
                 "tokens": spans_of_ids(codec, ids, logprobs, skip=skip, limit=len(completion))}
 
     gid = ls.provenance.offer(Generated(

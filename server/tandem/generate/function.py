@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from ..completion.prompt import build_fim_prompt
 from ..model.loaded import LoadedModel
 from ..model.runtime import Sampling
+from ..text import line_span
 from ..provenance.confidence import spans_of_ids
 from .examples import Example, extract_examples
 from .sandbox import Verdict
@@ -66,7 +67,6 @@ class Candidate:
 
 def prepare(model: LoadedModel, text: str, stub: Stub, mode: str, budget_tokens: int,
             prefix_share: float) -> FunctionJob:
-    lines_before = text.count("\n", 0, stub.start)
     line_start = text.rfind("\n", 0, stub.start) + 1
     def_indent = text[line_start:stub.start]
     examples = extract_examples(stub.docstring, stub.name)
@@ -83,18 +83,16 @@ def prepare(model: LoadedModel, text: str, stub: Stub, mode: str, budget_tokens:
             user += f"Context from the same file:\n```python\n{context}\n```\n\n"
         user += f"```python\n{fn}\n```"
         ids = model.encode_chat([{"role": "user", "content": user}], assistant_prefix=f"```python\n{fn}\n")
-        sources.append({"lines": [lines_before, text.count("\n", 0, stub.doc_end)], "what": "signature and docstring"})
+        sources.append({"lines": line_span(text, stub.start, stub.doc_end), "what": "signature and docstring"})
         return FunctionJob(stub, text, "chat", ids, examples, runnable, sources, def_indent, 0)
     # Fill in the middle: everything before the body, everything after it.
-    prefix = text[:stub.edit_start] + ("\n" if not stub.inline_doc else "")
+    prefix = text[:stub.edit_start] + "\n"
     if stub.inline_doc:  # give the model the docstring on its own line, as the edit will write it
-        prefix = text[:stub.edit_start] + "\n" + stub.body_indent + text[stub.edit_start:stub.doc_end].strip() + "\n"
+        prefix += stub.body_indent + text[stub.edit_start:stub.doc_end].strip() + "\n"
     suffix = text[stub.edit_end:]
     p = build_fim_prompt(model.codec, model.fim, prefix, suffix, budget_tokens, prefix_share)
-    first = text.count("\n", 0, p.prefix_start)
-    end = stub.edit_end + p.suffix_end
-    last = text.count("\n", 0, end - 1 if end > 0 and text[end - 1] == "\n" else end)  # the line holding the last character
-    sources = [{"lines": [first, last], "what": "text around the function"}]
+    sources = [{"lines": line_span(text, p.prefix_start, stub.edit_end + p.suffix_end),
+                "what": "text around the function"}]
     cols = len(def_indent.expandtabs(4))
     return FunctionJob(stub, text, "fim", p.ids, examples, runnable, sources, def_indent, cols)
 
@@ -138,7 +136,7 @@ def _chat_context(text: str, stub: Stub, max_chars: int) -> tuple[str, list[dict
             continue
         parts.append(chunk)
         used += len(chunk)
-        sources.append({"lines": [text.count("\n", 0, start), text.count("\n", 0, end)], "what": what[0]})
+        sources.append({"lines": line_span(text, start, end), "what": what[0]})
     return "\n".join(parts).strip("\n"), sources
 
 
