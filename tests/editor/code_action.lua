@@ -3,53 +3,37 @@
 -- vim.lsp.buf.code_action (Neovim resolves the action, applies its edit and runs its command),
 -- wait for the buffer to change, :write, quit. Loaded by the init.lua that nvim.py writes;
 -- input and output are JSON (TANDEM_DRIVER_CONFIG / cfg.result_path). Every wait has a deadline.
-local api, uv = vim.api, vim.uv
-local cfg = vim.json.decode(table.concat(vim.fn.readfile(TANDEM_DRIVER_CONFIG), '\n'))
-local T0 = uv.hrtime()
-local result = { events = {}, notifications = {} }
-local function ms() return (uv.hrtime() - T0) / 1e6 end
-local function save() vim.fn.writefile({ vim.json.encode(result) }, cfg.result_path) end
-local function event(msg) table.insert(result.events, ('%8.0f ms  %s'):format(ms(), msg)); save() end
-local function finish(err)
-  result.error = err
-  result.done = err == nil
-  event(err and ('FAILED: ' .. err) or 'done')
-  vim.schedule(function() vim.cmd(err and 'cquit! 3' or 'qall!') end)
-end
-
-local ready = false
-TANDEM_ON_STATUS = function(p)
-  if p.state == 'ready' then ready = true end
+local api = vim.api
+local here = vim.fs.dirname(debug.getinfo(1, 'S').source:sub(2))
+local S = dofile(vim.fs.joinpath(here, 'session.lua'))({ notifications = {} }, 'done')
+local cfg, result, ms, event, save, finish = S.cfg, S.result, S.now_ms, S.event, S.save, S.finish
+local function ready()
+  return S.last_status().state == 'ready'
 end
 vim.notify = function(msg, level) table.insert(result.notifications, msg); save() end
 
 -- Record what the server answered to resolve (its title says what was verified).
-local orig_request
-vim.api.nvim_create_autocmd('LspAttach', {
-  callback = function(args)
-    local client = vim.lsp.get_client_by_id(args.data.client_id)
-    if client.name ~= 'tandem' or orig_request then return end
-    orig_request = client.request
-    client.request = function(self, method, params, handler, bufnr)
-      if method == 'codeAction/resolve' then
-        local t = ms()
-        local wrapped = function(err, res, ctx, conf)
-          result.resolve_ms = ms() - t
-          result.resolved_title = res and res.title
-          event('resolve answered: ' .. tostring(res and res.title))
-          return handler(err, res, ctx, conf)
-        end
-        return orig_request(self, method, params, wrapped, bufnr)
+S.on_attach(function(client)
+  local orig_request = client.request
+  client.request = function(self, method, params, handler, bufnr)
+    if method == 'codeAction/resolve' then
+      local t = ms()
+      local wrapped = function(err, res, ctx, conf)
+        result.resolve_ms = ms() - t
+        result.resolved_title = res and res.title
+        event('resolve answered: %s', tostring(res and res.title))
+        return handler(err, res, ctx, conf)
       end
-      return orig_request(self, method, params, handler, bufnr)
+      return orig_request(self, method, params, wrapped, bufnr)
     end
-  end,
-})
+    return orig_request(self, method, params, handler, bufnr)
+  end
+end)
 
 vim.schedule(function()
   vim.cmd.edit(vim.fn.fnameescape(cfg.workspace .. '/' .. cfg.file))
   local buf = api.nvim_get_current_buf()
-  if not vim.wait(cfg.total_timeout_ms / 3, function() return ready end, 20) then
+  if not vim.wait(cfg.total_timeout_ms / 3, ready, 20) then
     return finish('Tandem did not report ready')
   end
   event('ready')

@@ -6,53 +6,12 @@
 -- Output: a JSON result file, rewritten after every step so that a harness that has to kill
 -- Neovim on a timeout still learns how far it got. Every wait has a deadline.
 
-local api, uv = vim.api, vim.uv
-
-local cfg = vim.json.decode(table.concat(vim.fn.readfile(TANDEM_DRIVER_CONFIG), '\n'))
-
-local T0 = uv.hrtime()
-local function now_ms()
-  return (uv.hrtime() - T0) / 1e6
-end
-
-local result = {
-  nvim_version = tostring(vim.version()),
-  events = {},
-  statuses = {},
-  cases = {},
-  done = false,
-}
-local finished = false
-
-local save
-
-local function event(fmt, ...)
-  table.insert(result.events, ('%9.1f ms  '):format(now_ms()) .. fmt:format(...))
-  save()
-end
-
-function save()
-  local ok, encoded = pcall(vim.json.encode, result)
-  if not ok then
-    encoded = vim.json.encode({ error = 'could not encode the result: ' .. tostring(encoded) })
-  end
-  vim.fn.writefile({ encoded }, cfg.result_path)
-end
-
-local function finish(err)
-  if finished then
-    return
-  end
-  finished = true
-  result.error = err
-  result.done = err == nil
-  event(err and ('FAILED: ' .. err) or 'all cases done')
-  save()
-  -- Leave without waiting on anything: the harness checks what is on disk.
-  vim.schedule(function()
-    vim.cmd(err and 'cquit! 3' or 'qall!')
-  end)
-end
+local api = vim.api
+local here = vim.fs.dirname(debug.getinfo(1, 'S').source:sub(2))
+local S = dofile(vim.fs.joinpath(here, 'session.lua'))({ cases = {} }, 'all cases done')
+local cfg, result, now_ms, event, save, finish = S.cfg, S.result, S.now_ms, S.event, S.save, S.finish
+local wait_until, feed, buffer_text = S.wait_until, S.feed, S.buffer_text
+local last_status = S.last_status
 
 -- ---------------------------------------------------------------------------------------
 -- Observations (read-only hooks): the server's status notifications (set up in init.lua,
@@ -60,18 +19,7 @@ end
 -- ---------------------------------------------------------------------------------------
 local requests = {} ---@type table[]
 
-function TANDEM_ON_STATUS(params)
-  params = params or {}
-  params.at_ms = now_ms()
-  table.insert(result.statuses, params)
-  event('tandem/status %s: %s', tostring(params.state), tostring(params.message))
-end
-
 local function watch_requests(client)
-  if client._tandem_watched then
-    return
-  end
-  client._tandem_watched = true
   local orig = client.request
   client.request = function(self, method, params, handler, bufnr)
     if method == 'textDocument/inlineCompletion' then
@@ -101,91 +49,14 @@ local function watch_requests(client)
   end
 end
 
-api.nvim_create_autocmd('LspAttach', {
-  callback = function(ev)
-    local client = vim.lsp.get_client_by_id(ev.data.client_id)
-    if client and client.name == 'tandem' then
-      watch_requests(client)
-      event('LspAttach tandem to buffer %d', ev.buf)
-    end
-  end,
-})
+S.on_attach(watch_requests)
 
--- Accepting like a user: <Tab> accepts the ghost text, or is a plain <Tab> when there is none
--- (the mapping suggested by `:help vim.lsp.inline_completion.get()`).
-vim.o.columns = 160
-vim.o.lines = 60
-
-local accepted_by_tab = nil
-vim.keymap.set('i', '<Tab>', function()
-  accepted_by_tab = vim.lsp.inline_completion.get()
-  if not accepted_by_tab then
-    return '<Tab>'
-  end
-end, { expr = true, desc = 'Accept the current inline completion' })
 
 -- ---------------------------------------------------------------------------------------
 -- Waiting: poll every few milliseconds, fail the whole run at the deadline.
 -- ---------------------------------------------------------------------------------------
-local function wait_until(what, timeout_ms, pred, on_done, on_timeout)
-  local deadline = now_ms() + timeout_ms
-  local timer = assert(uv.new_timer())
-  local stopped = false
-  local function stop()
-    stopped = true
-    timer:stop()
-    if not timer:is_closing() then
-      timer:close()
-    end
-  end
-  timer:start(
-    0,
-    cfg.poll_ms,
-    vim.schedule_wrap(function()
-      if stopped or finished then
-        if not stopped then
-          stop()
-        end
-        return
-      end
-      local ok, value = pcall(pred)
-      if not ok then
-        stop()
-        return finish(('error while waiting for %s: %s'):format(what, tostring(value)))
-      end
-      if value then
-        stop()
-        local ok2, err = pcall(on_done, value)
-        if not ok2 then
-          finish(('error after %s: %s'):format(what, tostring(err)))
-        end
-      elseif now_ms() > deadline then
-        stop()
-        local msg = ('timed out after %.1f s waiting for %s'):format(timeout_ms / 1000, what)
-        if on_timeout then
-          local ok2, err = pcall(on_timeout, msg)
-          if not ok2 then
-            finish(('error after %s: %s'):format(msg, tostring(err)))
-          end
-        else
-          finish(msg)
-        end
-      end
-    end)
-  )
-end
 
-local function last_status()
-  return result.statuses[#result.statuses] or {}
-end
 
-local function buffer_text(buf)
-  local text = table.concat(api.nvim_buf_get_lines(buf, 0, -1, true), '\n')
-  if vim.bo[buf].eol then
-    text = text .. '\n'
-  end
-  return text
-end
 
 local function ghost_marks(buf)
   local ns = api.nvim_get_namespaces()['nvim.lsp.inline_completion']
@@ -244,9 +115,6 @@ local function screen_rows(row, extra)
   return rows
 end
 
-local function feed(keys, mode)
-  api.nvim_feedkeys(api.nvim_replace_termcodes(keys, true, false, true), mode, false)
-end
 
 -- ---------------------------------------------------------------------------------------
 -- One case: open, place the cursor, `i`, ghost text, <Tab>, <Esc>, :write.
@@ -349,12 +217,12 @@ run_case = function(index)
             end)
           end
           local before = buffer_text(buf)
-          accepted_by_tab = nil
+          S.accepted_by_tab = nil
           feed('<Tab>', 'm')
           wait_until('the buffer to change after <Tab>', 5000, function()
-            return accepted_by_tab ~= nil and buffer_text(buf) ~= before
+            return S.accepted_by_tab ~= nil and buffer_text(buf) ~= before
           end, function()
-            rec.accepted = accepted_by_tab
+            rec.accepted = S.accepted_by_tab
             local c = api.nvim_win_get_cursor(0)
             rec.cursor_after_accept = { c[1] - 1, c[2] }
             feed('<Esc>', 'n')
