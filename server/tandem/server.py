@@ -23,6 +23,7 @@ from .model.loader import BUNDLE_NAME, MANIFEST_NAME, ModelError
 from .provenance.explain import Explainer
 from .provenance.store import ProvenanceStore
 from .settings import Settings, parse_settings
+from .text import UTF16
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,11 @@ class TandemServer(LanguageServer):
         # file at the first didOpen. Explanations decode on the same inference thread.
         self.provenance = ProvenanceStore()
         self.explainer = Explainer(lambda: self.model, self.inference)
+
+    @property
+    def encoding(self) -> str:
+        """The position encoding negotiated at `initialize` (Neovim counts UTF-8, VS Code UTF-16)."""
+        return str(self.workspace.position_encoding or UTF16)
 
     # -- status --------------------------------------------------------------------------
     def set_status(self, **changes) -> None:

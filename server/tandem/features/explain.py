@@ -20,7 +20,7 @@ from lsprotocol import types
 from ..provenance.explain import ModelUnavailable, code_key, request_for
 from ..provenance.render import code_markdown, file_name
 from ..text import offset_at
-from .tracking import encoding, ensure_bound
+from .tracking import ensure_bound
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ async def explain_command(ls, arg) -> str:
         except Exception:
             return "Tandem: this document is not open, and it could not be read."
     text = doc.source
-    start, end = _range_offsets(text, arg.get("range"), encoding(ls))
+    start, end = _range_offsets(text, arg.get("range"), ls.encoding)
     if not text[start:end].strip():
         return "Tandem: select some code to explain."
     if ls.model is None:

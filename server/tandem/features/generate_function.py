@@ -19,7 +19,9 @@ from ..generate.function import Candidate, checked_module, generate_candidate, p
 from ..generate.sandbox import Limits, Verdict, run_examples
 from ..generate.stub import MAX_DOCSTRING_CHARS, Stub, find_stub
 from ..model.runtime import Cancelled
-from ..text import UTF16, offset_at, position_at
+from ..provenance.store import Generated
+from ..text import offset_at, position_at
+from .tracking import ACCEPT_COMMAND
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +35,6 @@ def _is_python(doc) -> bool:
     return lang == "python" or (not lang and doc.uri.endswith((".py", ".pyi", ".pyw")))
 
 
-def _encoding(ls) -> str:
-    return str(ls.workspace.position_encoding or UTF16)
-
-
 def actions(ls, params: types.CodeActionParams) -> list[types.CodeAction]:
     only = params.context.only if params.context else None
     if only and not any(KIND.value.startswith(k.value if hasattr(k, "value") else str(k)) for k in only):
@@ -45,7 +43,7 @@ def actions(ls, params: types.CodeActionParams) -> list[types.CodeAction]:
     if not _is_python(doc):
         return []
     text = doc.source
-    offset = offset_at(text, params.range.start.line, params.range.start.character, _encoding(ls))
+    offset = offset_at(text, params.range.start.line, params.range.start.character, ls.encoding)
     stub = find_stub(text, offset)
     if stub is None:
         return []
@@ -86,8 +84,7 @@ async def resolve(ls, action: types.CodeAction) -> types.CodeAction:
         ls.tell("the model is not ready; try again when the status says ready.", types.MessageType.Warning)
         return action
     model = engine.model
-    if (explainer := getattr(ls, "explainer", None)) is not None:
-        explainer.note_activity()  # a background explanation steps aside for the user's request
+    ls.explainer.note_activity()  # a background explanation steps aside for the user's request
     cancel = threading.Event()
     token = str(uuid.uuid4())
     progress = await ls._progress_begin(token, f"Tandem: writing {stub.qualname}", cancellable=True)
@@ -201,7 +198,7 @@ def _doc_dir(uri: str) -> str | None:
 
 
 def _edit(ls, uri: str, version: int | None, text: str, stub: Stub, replacement: str) -> types.WorkspaceEdit:
-    enc = _encoding(ls)
+    enc = ls.encoding
     start, end = position_at(text, stub.edit_start, enc), position_at(text, stub.edit_end, enc)
     edit = types.TextEdit(range=types.Range(types.Position(*start), types.Position(*end)), new_text=replacement)
     caps = ls.client_capabilities.workspace
@@ -214,21 +211,16 @@ def _edit(ls, uri: str, version: int | None, text: str, stub: Stub, replacement:
 
 
 def _remember(ls, uri: str, stub: Stub, best: Candidate, model, summary: str,
-              sources: list[dict]) -> types.Command | None:
+              sources: list[dict]) -> types.Command:
     """Offer the body to provenance (hover explanations); the command confirms it was applied."""
-    store = getattr(ls, "provenance", None)
-    if store is None:
-        return None
-    from ..provenance.store import Generated
-
     v: Verdict | None = best.verdict
     verification = {"passed": v.passed, "total": v.total, "summary": v.summary, "failures": v.failures[:3],
                     "isolation": v.isolation, "timed_out": v.timed_out} if v else {"summary": summary}
-    gen_id = store.offer(Generated(
+    gen_id = ls.provenance.offer(Generated(
         uri=uri, start=stub.edit_start, text=best.replacement, kind="function", model=model.describe(),
         created=time.time(), prompt_sources=sources, tokens=list(best.tokens), verification=verification,
         extra={"name": stub.qualname, "candidate": best.index + 1, "sampled": best.sampled,
                "mean_logprob": round(best.mean_logprob, 4)}))
-    return types.Command(title="Tandem: generated function applied", command="tandem.completionAccepted",
+    return types.Command(title="Tandem: generated function applied", command=ACCEPT_COMMAND,
                          arguments=[{"id": gen_id}])
 

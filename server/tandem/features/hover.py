@@ -15,7 +15,7 @@ from lsprotocol import types
 from ..provenance.explain import ModelUnavailable
 from ..provenance.render import region_markdown
 from ..text import offset_at, position_at
-from .tracking import encoding, region_explanation, start_explaining
+from .tracking import region_explanation, start_explaining
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ async def hover_at(ls, params: types.HoverParams) -> types.Hover | None:
     doc = ls.workspace.text_documents.get(uri)
     if doc is None:
         return None
-    enc = encoding(ls)
+    enc = ls.encoding
     text = doc.source
     offset = offset_at(text, params.position.line, params.position.character, enc)
     region = ls.provenance.region_at(uri, offset)

@@ -20,7 +20,7 @@ from lsprotocol import types
 from ..model.runtime import Cancelled
 from ..provenance.confidence import spans_of_ids
 from ..provenance.store import Generated
-from ..text import UTF16, line_end, line_span, offset_at, position_at
+from ..text import line_end, line_span, offset_at, position_at
 from .tracking import ACCEPT_COMMAND
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ async def complete(ls, params: types.InlineCompletionParams) -> types.InlineComp
     uri = params.text_document.uri
     doc = ls.workspace.get_text_document(uri)
     text = doc.source
-    encoding = str(ls.workspace.position_encoding or UTF16)  # negotiated: Neovim counts UTF-8
+    encoding = ls.encoding  # negotiated: Neovim counts UTF-8
     offset = offset_at(text, params.position.line, params.position.character, encoding)
 
     if (older := ls.inflight.get(uri)) is not None:

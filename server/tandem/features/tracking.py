@@ -20,7 +20,6 @@ from lsprotocol import types
 from ..provenance.explain import Explanation, request_for
 from ..provenance.render import file_name
 from ..provenance.store import Region
-from ..text import UTF16
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +58,7 @@ def register(server) -> None:
                 changes.append((None, c.text))
             else:
                 changes.append(((rng.start.line, rng.start.character, rng.end.line, rng.end.character), c.text))
-        if ls.provenance.changed(uri, changes, doc.source if doc is not None else None, encoding(ls)):
+        if ls.provenance.changed(uri, changes, doc.source if doc is not None else None, ls.encoding):
             schedule_save(ls)
 
     @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
@@ -74,10 +73,6 @@ def register(server) -> None:
             log.warning("%s: expected [{\"id\": ...}], got %r", ACCEPT_COMMAND, args)
             return None
         return accept(ls, gid)
-
-
-def encoding(ls) -> str:
-    return str(ls.workspace.position_encoding or UTF16)
 
 
 def ensure_bound(ls) -> None:
