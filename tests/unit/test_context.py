@@ -41,3 +41,12 @@ def test_prefilter_skips_mid_word():
     assert not should_skip(")")
     assert not should_skip("")
     assert not should_skip(" + 1")
+
+
+def test_prefilter_lets_the_end_of_a_partial_word_through():
+    # `session: Se|,` -- only a word that continues after the cursor is skipped; the end of a
+    # partly typed word is completed (and must continue it: see test_postprocess).
+    assert not should_skip(",")
+    assert not should_skip("")
+    ctx = at_cursor("def run(session: Se|):\n")
+    assert ctx.line_prefix.endswith("Se") and not should_skip(ctx.line_suffix)

@@ -83,3 +83,73 @@ def test_stop_early_single_line_and_block():
 def test_closer_followed_by_more_code_is_replaced_not_doubled():
     s = run("    return sum(|) + offset\n", "item for item in items)")
     assert s.text == "item for item in items)" and s.replace_chars == 1
+
+
+# -- issue 14: bracket balancing only where the line is really finished -----------------
+
+def test_bracket_the_code_below_closes_is_left_open():
+    # `def |` with the parameters on the next lines: the `(` is closed by the `)` below.
+    s = run("def|\n    text: str,\n    times: int,\n) -> str:\n    return text * times\n", " repeat(")
+    assert s.text == " repeat("
+
+
+def test_bracket_is_closed_when_the_code_below_is_balanced():
+    s = run("x = foo(\n    a, |\n)\nprint(x)\n", "bar(1", hit_limit=True)
+    assert s.text == "bar(1)"
+
+
+def test_closer_of_another_kind_below_does_not_keep_a_bracket_open():
+    s = run("if (ready) {\n  log(x, |\n}\n", "[1", hit_limit=True)
+    assert s.text == "[1]"
+
+
+def test_brackets_in_strings_and_comments_below_do_not_count():
+    s = run("x = |\ny = ')'  # )\n", "compute(1", hit_limit=True)
+    assert s.text == "compute(1)"
+
+
+# -- issue 14: a cursor inside a word never repeats what was typed ----------------------
+
+SESSION_DOC = "from db import Session\n\n\ndef run(\n    session: Se|\n) -> None:\n    pass\n"
+
+
+def test_partial_word_is_continued_not_repeated():
+    s = run(SESSION_DOC, "ssession,")
+    assert s.text == "ssion,"
+
+
+def test_retyped_partial_word_is_not_doubled():
+    s = run(SESSION_DOC, "Session,")
+    assert s.text == "ssion,"
+
+
+def test_a_new_word_is_left_alone():
+    s = run("def run(\n    session: Se|\n):\n    pass\n", "quence[int],")
+    assert s.text == "quence[int],"
+
+
+def test_known_completion_of_the_word_is_kept():
+    s = run(SESSION_DOC, "ssion,")
+    assert s.text == "ssion,"
+
+
+def test_brackets_below_that_balance_the_line_above_still_let_the_suggestion_close():
+    # `(` opened above, `)` below: that pair balances; the suggestion's own `[` is closed.
+    s = run("total = sum(\n    x for x in |\n)\n", "[1, 2", hit_limit=True)
+    assert s.text == "[1, 2]"
+
+
+def test_cursor_inside_a_string_ignores_brackets_below():
+    s = run("x = f('|')\ny = 1)\n", "a(b", hit_limit=True)
+    assert s.text == "a(b)"
+
+
+def test_rules_can_be_switched_off_for_the_evaluation(monkeypatch):
+    monkeypatch.setenv("TANDEM_EVAL_RULES_OFF", "balance,words")
+    assert run("x = |\n", "compute(1", hit_limit=True).text == "compute(1"
+    assert run(SESSION_DOC, "ssession,").text == "ssession,"
+    monkeypatch.setenv("TANDEM_EVAL_RULES_OFF", "stops")
+    assert run("x = |\n", "compute(1)\ny = 2").text == "compute(1)\ny = 2"
+    monkeypatch.setenv("TANDEM_EVAL_RULES_OFF", "range")
+    s = run("print(|)\n", "'hello')")
+    assert s.text == "'hello')" and s.replace_chars == 0

@@ -41,8 +41,11 @@ def indent_of(line: str) -> int:
 
 
 def should_skip(line_suffix: str) -> bool:
-    """Prefilter: no completion in the middle of a word (the next character is not
-    whitespace or a closer) -- the model would have to rewrite what follows."""
+    """Prefilter: no completion when a word continues right after the cursor (`fo|o`): the
+    model would have to rewrite what follows. Only the next character is looked at, so a
+    cursor at the end of a partly typed word (`session: Se|` before `,`, `)` or the line end)
+    is completed: the engine heals the prompt's last token and postprocess.continue_word
+    keeps the suggestion from typing the word again."""
     return bool(line_suffix) and bool(_WORD.match(line_suffix[0]))
 
 

@@ -1,17 +1,37 @@
 """Turn raw model text into a suggestion worth showing, or nothing.
 
 Rules, in order: stop at the mode's line limit; trim to the end of the block; never repeat
-the code that already follows the cursor; balance brackets; drop blank results; and say how
-much of the text after the cursor the suggestion replaces (the editor shows it over that).
+the code that already follows the cursor; continue a partly typed word instead of retyping
+it; balance brackets; drop blank results; and say how much of the text after the cursor the
+suggestion replaces (the editor shows it over that).
+
+Each rule can be switched off for measurement (tests/benchmarks/eval_lines.py) with
+TANDEM_EVAL_RULES_OFF, a comma list of: stops, dedup, words, balance, range (and heal,
+read by the engine). It is not a user setting: the rules are on in the product.
 """
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
 
-from .context import CursorContext, indent_of
+from .context import SCAN_CHARS, CursorContext, indent_of
 
 PAIRS = {")": "(", "]": "[", "}": "{"}
 OPEN = {v: k for k, v in PAIRS.items()}
+RULES = ("stops", "dedup", "words", "balance", "range", "heal")
+BALANCE_SCAN = 4_000  # characters each side of the cursor that bracket balancing looks at
+_WORD_END = re.compile(r"[A-Za-z_][A-Za-z0-9_]*$")
+_WORD_START = re.compile(r"[A-Za-z0-9_]+")
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{2,}")
+# What the bracket scanner stops at: string delimiters, comments, escapes, line breaks, brackets.
+_SCAN = re.compile(r"\\.|\"\"\"|'''|[\"'`#\n()\[\]{}]")
+
+
+def rule_on(name: str) -> bool:
+    """False when the evaluation switched the rule off (TANDEM_EVAL_RULES_OFF)."""
+    off = os.environ.get("TANDEM_EVAL_RULES_OFF", "")
+    return not off or name not in {r.strip() for r in off.split(",")}
 
 
 @dataclass(frozen=True)
@@ -22,6 +42,8 @@ class Suggestion:
 
 def stop_early(ctx: CursorContext, text: str) -> bool:
     """Checked after each token: enough text to stop decoding?"""
+    if not rule_on("stops"):
+        return False
     if not ctx.multiline:
         return "\n" in text
     return _end_of_block(ctx, text) is not None
@@ -29,7 +51,9 @@ def stop_early(ctx: CursorContext, text: str) -> bool:
 
 def finish(ctx: CursorContext, raw: str, hit_token_limit: bool) -> Suggestion | None:
     text = raw.replace("\r\n", "\n")
-    if not ctx.multiline:
+    if not rule_on("stops"):
+        pass
+    elif not ctx.multiline:
         text = text.split("\n", 1)[0]  # a leading line break means: nothing for this line
     else:
         end = _end_of_block(ctx, text)
@@ -37,11 +61,19 @@ def finish(ctx: CursorContext, raw: str, hit_token_limit: bool) -> Suggestion | 
             text = text[:end]
         elif hit_token_limit and "\n" in text.strip("\n"):
             text = text[: text.rstrip("\n").rfind("\n")]  # drop the unfinished last line
+    if ctx.multiline and rule_on("dedup"):
         text = _cut_repeat_of_suffix(ctx, text)
+    if rule_on("words"):
+        text = continue_word(ctx, text)
     text = text.rstrip()
-    text = _balance(ctx, text)
+    if rule_on("balance"):
+        text = _balance(ctx, text)
     if not text.strip():
         return None
+    if not rule_on("range"):
+        if rule_on("dedup") and ctx.line_suffix.rstrip().startswith(text):
+            return None
+        return Suggestion(text, 0)
     return _fit_to_line_suffix(ctx, text)
 
 
@@ -80,17 +112,118 @@ def _cut_repeat_of_suffix(ctx: CursorContext, text: str) -> str:
     return text
 
 
-def _brackets(text: str):
-    """(offset, bracket) for each bracket outside string literals."""
+def continue_word(ctx: CursorContext, text: str) -> str:
+    """The cursor ends a partly typed word (`session: Se|`): the suggestion must continue that
+    word, never type it again. A model that sees the word cut off mid-token often writes it
+    anew (`Se` + `Session`) or a mangled tail (`Se` + `ssession`); where the document knows a
+    word that the typed part plus a tail of the suggestion's first word spells, keep only that
+    tail (`ssion`); where the suggestion starts with the typed part itself, drop it."""
+    typed = _WORD_END.search(ctx.line_prefix)
+    lead = _WORD_START.match(text)
+    if typed is None or lead is None:
+        return text
+    p, w = typed.group(), lead.group()
+    window = ctx.prefix[-SCAN_CHARS:-len(p)] + " " + ctx.suffix[:SCAN_CHARS]
+    words = set(_IDENT.findall(window))
+    if p + w in words:
+        return text
+    for k in range(1, len(w) - 1):
+        if p + w[k:] in words:
+            return text[k:]
+    if len(p) >= 2 and w.lower().startswith(p.lower()) and len(w) > len(p):
+        return text[len(p):]
+    return text
+
+
+def _brackets(text: str, cursor: int | None = None):
+    """(offset, bracket) for each bracket outside string literals and `#` comments. With
+    `cursor`, also yields (cursor, None) once, to tell whether the cursor is in code."""
     quote = None
-    for i, ch in enumerate(text):
-        if quote:
-            if ch == quote and text[i - 1] != "\\":
+    comment = False
+    for m in _SCAN.finditer(text):
+        i, tok = m.start(), m.group()
+        if cursor is not None and i >= cursor:
+            yield cursor, (None if quote is None and not comment else "")
+            cursor = None
+        if tok == "\n":
+            comment = False
+            if quote in ("'", '"', "`"):
+                quote = None  # an unterminated one-line string ends with its line
+        elif comment or tok.startswith("\\"):
+            continue
+        elif quote:
+            if tok == quote:
                 quote = None
-        elif ch in "\"'`":
-            quote = ch
-        elif ch in OPEN or ch in PAIRS:
-            yield i, ch
+        elif tok == "#":
+            comment = True
+        elif tok in ("\"\"\"", "'''", '"', "'", "`"):
+            quote = tok
+        else:
+            yield i, tok
+    if cursor is not None:
+        yield cursor, (None if quote is None and not comment else "")
+
+
+def _statement_start(prefix: str) -> int:
+    """Offset of the last top-level line start before the cursor (within BALANCE_SCAN): the
+    brackets open at the cursor are counted from there."""
+    lo = max(0, len(prefix) - BALANCE_SCAN)
+    pos = len(prefix)
+    while pos > lo:
+        start = prefix.rfind("\n", lo, pos) + 1
+        if start == 0 and lo > 0:
+            break
+        line = prefix[start:pos]
+        if line.strip() and not line[0].isspace() and line[0] not in ")]}":
+            return start
+        pos = start - 1
+    return lo
+
+
+def _statement_end(suffix: str) -> int:
+    """Offset in `suffix` of the next top-level line (not one that starts with a closer)."""
+    pos = suffix.find("\n")
+    limit = min(len(suffix), BALANCE_SCAN)
+    while 0 <= pos < limit:
+        start = pos + 1
+        end = suffix.find("\n", start)
+        line = suffix[start:end if end >= 0 else len(suffix)]
+        if line.strip() and not line[0].isspace() and line[0] not in ")]}":
+            return start
+        pos = end
+    return limit
+
+
+def closed_below(ctx: CursorContext) -> list[str]:
+    """Closers after the cursor that wait for a bracket the document does not open before it:
+    the code below closes a bracket the suggestion is expected to open (`def |` above
+    `    a,\n) -> str:`). Counted over the statement around the cursor, outside strings and
+    comments. Empty when the brackets around the cursor already balance."""
+    start = _statement_start(ctx.prefix)
+    head = ctx.prefix[start:]
+    text = head + ctx.suffix[:_statement_end(ctx.suffix)]
+    before: list[str] = []
+    after: list[str] = []
+    excess: list[str] = []
+    cursor_seen = False
+    for _, ch in _brackets(text, len(head)):
+        if ch is None or ch == "":
+            if ch == "":
+                return []  # the cursor is inside a string or comment: brackets there mean nothing
+            cursor_seen = True
+        elif not cursor_seen:
+            if ch in OPEN:
+                before.append(ch)
+            elif before and before[-1] == PAIRS[ch]:
+                before.pop()
+        elif ch in OPEN:
+            after.append(ch)
+        elif after:
+            after.pop()
+        else:
+            excess.append(ch)
+    # The first closers below close the innermost brackets: the suggestion's, then the line's.
+    return excess[:len(excess) - len(before)]
 
 
 def _open_brackets(line: str) -> list[str]:
@@ -121,7 +254,9 @@ def _balance(ctx: CursorContext, text: str) -> str:
     if not ctx.multiline and own:
         closers = "".join(OPEN[c] for c in reversed(own))
         if not ctx.line_suffix.lstrip().startswith(closers):
-            text += closers
+            later = closed_below(ctx)
+            if not (later and later[0] == closers[0]):  # else the code below closes it
+                text += closers
     return text
 
 
