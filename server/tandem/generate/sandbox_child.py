@@ -1,24 +1,42 @@
-"""Runs inside the sandbox process (standard library only; see sandbox.py for the guarantees).
+"""Runs inside the sandbox process (standard library only; see sandbox.py for the guarantees
+and the threat model).
 
-Reads a JSON job on stdin, confines itself before any untrusted code runs, executes the
-module's statements and then the examples, and writes one JSON line per finished example
-to the result file that the parent opened for it, so a timeout still leaves partial results.
+Order matters, and is the point of this file:
+1. read the job (one JSON line on stdin) and import everything the harness needs, while
+   `sys.path` holds only the interpreter's own directories (`-I`: no script folder, no
+   user site, no PYTHON* variables);
+2. confine: rlimits, network + mount namespaces, no_new_privs, Landlock, capabilities
+   dropped, seccomp (confine.py), then the audit hook;
+3. only then append the document's folder to `sys.path` (after the standard library and
+   site-packages, so a `token.py` or `ast.py` beside the document never replaces theirs);
+4. run the module's statements, then answer the parent one example at a time: the parent
+   sends an example's source with a fresh nonce, the child replies with that nonce, the
+   output and the exception line. The expected output never enters this process; the parent
+   compares, and ignores every line that does not carry the nonce it is waiting for.
 """
-import ctypes
+import ast  # noqa: F401  (imported before any user path exists, like everything below)
+import doctest
+import importlib.util
+import io
 import json
 import os
 import resource
 import sys
+import traceback
 
 CLONE_NEWUSER, CLONE_NEWNS, CLONE_NEWNET = 0x10000000, 0x00020000, 0x40000000
 MS_BIND, MS_REC, MS_PRIVATE = 4096, 16384, 1 << 18
 AT_FDCWD, AT_RECURSIVE, MOUNT_ATTR_RDONLY = -100, 0x8000, 1
 SYS_MOUNT_SETATTR = 442  # same number on x86_64 and arm64
+MAX_GOT = 64 * 1024  # the parent treats longer output as a failure; it never needs more
 
 
-class _MountAttr(ctypes.Structure):
-    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
-                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+def _load_confine():
+    spec = importlib.util.spec_from_file_location("_tandem_confine", os.path.join(os.path.dirname(__file__),
+                                                                                  "confine.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def _limit(memory_mb: int, cpu_s: int, file_mb: int) -> None:
@@ -31,20 +49,22 @@ def _limit(memory_mb: int, cpu_s: int, file_mb: int) -> None:
             pass
 
 
-def _confine_kernel(work: str) -> str:
+def _namespaces(work: str) -> list[str]:
     """New network namespace (no interfaces but a down loopback) and a mount namespace where
-    every mount is read-only except `work`. Returns what was achieved."""
+    every mount is read-only except `work`. Returns the layers achieved."""
+    import ctypes
+
+    class MountAttr(ctypes.Structure):
+        _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                    ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
     libc = ctypes.CDLL(None, use_errno=True)
     libc.syscall.restype = ctypes.c_long
-
-    def ok(r: int) -> bool:
-        return r == 0
-
     uid, gid = os.getuid(), os.getgid()
-    if not ok(libc.unshare(CLONE_NEWNS | CLONE_NEWNET)):
+    if libc.unshare(CLONE_NEWNS | CLONE_NEWNET) != 0:
         # Not privileged: a user namespace grants these for ourselves only, where allowed.
-        if not ok(libc.unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWNET)):
-            return "none"
+        if libc.unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWNET) != 0:
+            return []
         for path, text in (("/proc/self/setgroups", "deny"), ("/proc/self/uid_map", f"{uid} {uid} 1"),
                            ("/proc/self/gid_map", f"{gid} {gid} 1")):
             try:
@@ -52,22 +72,63 @@ def _confine_kernel(work: str) -> str:
                     f.write(text)
             except OSError:
                 pass
-    if not ok(libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None)):
-        return "network"
-    ro = _MountAttr(MOUNT_ATTR_RDONLY, 0, 0, 0)
+    if libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None) != 0:
+        return ["network"]
+    ro = MountAttr(MOUNT_ATTR_RDONLY, 0, 0, 0)
     if libc.syscall(SYS_MOUNT_SETATTR, AT_FDCWD, b"/", AT_RECURSIVE, ctypes.byref(ro), ctypes.sizeof(ro)) != 0:
-        return "network"
+        return ["network"]
     w = work.encode()
-    rw = _MountAttr(0, MOUNT_ATTR_RDONLY, 0, 0)
-    if not ok(libc.mount(w, w, None, MS_BIND, None)) or \
+    rw = MountAttr(0, MOUNT_ATTR_RDONLY, 0, 0)
+    if libc.mount(w, w, None, MS_BIND, None) != 0 or \
             libc.syscall(SYS_MOUNT_SETATTR, AT_FDCWD, w, 0, ctypes.byref(rw), ctypes.sizeof(rw)) != 0:
-        return "network+read-only (no writable work dir)"
-    return "network+filesystem"
+        return ["network", "read-only"]
+    return ["network", "filesystem"]
+
+
+# Read-only for everyone's checks: shared libraries an extension module may load, the dynamic
+# loader's cache, time zones, random devices. Nothing here is a user's file.
+SYSTEM_READ = ["/lib", "/lib64", "/usr/lib", "/usr/lib64", "/usr/local/lib", "/etc/ld.so.cache", "/etc/localtime",
+               "/usr/share/zoneinfo", "/dev/zero", "/dev/urandom", "/dev/random"]
+
+
+def _interpreter_paths(home: str | None) -> list[str]:
+    """This interpreter's own directories (standard library, lib-dynload, site-packages and
+    what their .pth files add, libpython's folder), as `-I` left them: no user path yet.
+    A directory that is the root, the home folder or above it is never granted whole."""
+    import sysconfig
+
+    found = [p for p in sys.path if os.path.isabs(p)]
+    found += [sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")]
+    found += [d for d in (sysconfig.get_config_var("LIBDIR"),) if d]
+    home = os.path.realpath(home) if home else None
+    out = []
+    for p in found:
+        r = os.path.realpath(p)
+        if r == "/" or (home and (home == r or home.startswith(r.rstrip("/") + "/"))):
+            continue
+        out.append(r)
+    return out
+
+
+def _confine(job: dict, confine) -> list[str]:
+    """Every kernel layer, in the order they need each other (namespaces need capabilities,
+    Landlock wants no_new_privs, seccomp comes last so the calls above are still allowed)."""
+    work = job["work"]
+    layers = _namespaces(work)
+    confine.no_new_privs()
+    if confine.landlock(_interpreter_paths(job.get("home")) + SYSTEM_READ + job.get("read", []),
+                        [work, os.devnull]):
+        layers.append("landlock")
+    if confine.drop_capabilities():
+        layers.append("caps")
+    if confine.install_seccomp():
+        layers.append("seccomp")
+    return layers
 
 
 def _install_guard(work: str) -> None:
-    """An audit hook that refuses what a checked function has no business doing. It also
-    covers kernels where the namespaces above are not allowed."""
+    """An audit hook that refuses what a checked function has no business doing, with a clear
+    message. Not the boundary (the kernel layers are); it also covers kernels without them."""
     root = os.path.realpath(work)
     write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
     path_events = {"os.remove", "os.rename", "os.rmdir", "os.mkdir", "os.chmod", "os.chown", "os.link",
@@ -75,7 +136,8 @@ def _install_guard(work: str) -> None:
     refused = {"subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork",
                "os.forkpty", "os.kill", "os.killpg", "socket.__new__", "socket.connect", "socket.bind",
                "socket.getaddrinfo", "socket.sendto", "ctypes.dlopen", "ctypes.dlsym", "ctypes.cdata",
-               "resource.setrlimit", "sys.addaudithook", "os.setuid", "os.chroot", "pty.spawn"}
+               "resource.setrlimit", "resource.prlimit", "sys.addaudithook", "os.setuid", "os.chroot",
+               "pty.spawn"}
 
     def inside(path) -> bool:
         if isinstance(path, int):
@@ -103,62 +165,89 @@ def _install_guard(work: str) -> None:
     sys.addaudithook(hook)
 
 
+class _Channel:
+    """The harness's private ends of the parent's pipes; fds 0 and 1 become /dev/null so that
+    user code reading stdin or printing to fd 1 cannot touch the protocol by accident."""
+
+    def __init__(self) -> None:
+        self.wfd = os.dup(1)  # fd 3, the 'result descriptor' hostile code tries first
+        self.rfd = os.dup(0)
+        null = os.open(os.devnull, os.O_RDWR)
+        os.dup2(null, 0)
+        os.dup2(null, 1)
+        os.close(null)
+        self.buf = b""
+
+    def read(self) -> dict | None:
+        while b"\n" not in self.buf:
+            chunk = os.read(self.rfd, 1 << 16)
+            if not chunk:
+                return None
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def write(self, rec: dict) -> None:
+        data = (json.dumps(rec) + "\n").encode()
+        while data:
+            data = data[os.write(self.wfd, data):]
+
+
+def _run_one(source: str, namespace: dict, flags: int) -> tuple[str, str | None]:
+    """doctest's way of running one example: 'single' mode, stdout captured, the last line of
+    an exception's traceback. Returns (output, exception line or None)."""
+    buf = io.StringIO()
+    saved = sys.stdout
+    sys.stdout = buf
+    sys.displayhook = sys.__displayhook__
+    exc = None
+    try:
+        exec(compile(source, "<doctest>", "single", flags, True), namespace)
+    except BaseException as e:  # noqa: BLE001  (the user's code may raise anything, SystemExit too)
+        exc = traceback.format_exception_only(type(e), e)[-1]
+    finally:
+        sys.stdout = saved
+    got = buf.getvalue()
+    if got and not got.endswith("\n"):
+        got += "\n"
+    return got[:MAX_GOT + 1], (exc[:MAX_GOT + 1] if exc is not None else None)
+
+
 def main() -> None:
-    job = json.loads(sys.stdin.read())
-    out = open(job["result"], "w", buffering=1)
+    chan = _Channel()
+    job = chan.read()
+    if job is None:
+        return
+    confine = _load_confine()
     _limit(job["memory_mb"], job["cpu_s"], job["file_mb"])
-    isolation = _confine_kernel(job["work"]) if job.get("namespaces", True) else "none"
+    layers = _confine(job, confine) if job.get("kernel", True) else []
     os.chdir(job["work"])
     os.environ.update(HOME=job["work"], TMPDIR=job["work"], TMP=job["work"], TEMP=job["work"])
     sys.dont_write_bytecode = True
-    sys.path[:0] = job.get("paths", [])
-    import ast
-    import doctest  # noqa: F401  (everything the runner needs is imported before the guard)
-    import io  # noqa: F401
-    import traceback
-    _install_guard(job["work"])
-    out.write(json.dumps({"isolation": isolation}) + "\n")
+    if job.get("audit_hook", True):
+        _install_guard(job["work"])
+    sys.path.extend(job.get("paths", []))  # after the standard library and site-packages
+    chan.write({"nonce": job["nonce"], "layers": layers})  # before any user code has run
 
     namespace = {"__name__": "__tandem_check__", "__builtins__": __builtins__}
+    errors, fatal = [], False
+    sys.stdout = io.StringIO()  # what the module prints while it loads goes nowhere
     for stmt in job["setup"]:
         try:
             exec(compile(stmt["code"], stmt.get("name", "<file>"), "exec"), namespace)
-        except BaseException as e:  # noqa: BLE001  (the user's code may raise anything)
-            out.write(json.dumps({"setup_error": f"{stmt.get('what', 'statement')}: "
-                                  f"{type(e).__name__}: {str(e)[:300]}", "fatal": stmt.get("fatal", False)}) + "\n")
+        except BaseException as e:  # noqa: BLE001
+            errors.append(f"{stmt.get('what', 'statement')}: {type(e).__name__}: {str(e)[:300]}")
             if stmt.get("fatal"):
-                return
-
-    class Runner(doctest.DocTestRunner):
-        def report_success(self, o, test, example, got):
-            out.write(json.dumps({"example": test.examples.index(example), "ok": True}) + "\n")
-
-        def report_failure(self, o, test, example, got):
-            out.write(json.dumps({"example": test.examples.index(example), "ok": False,
-                                  "got": got[-300:]}) + "\n")
-
-        def report_unexpected_exception(self, o, test, example, exc_info):
-            err = traceback.format_exception_only(exc_info[0], exc_info[1])[-1].strip()
-            out.write(json.dumps({"example": test.examples.index(example), "ok": False, "got": err[:300]}) + "\n")
-
-    class Checker(doctest.OutputChecker):
-        """doctest's comparison, then equal values: `["a"]` in a docstring matches `['a']`."""
-
-        def check_output(self, want, got, optionflags):
-            if super().check_output(want, got, optionflags):
-                return True
-            try:
-                a, b = ast.literal_eval(want.strip()), ast.literal_eval(got.strip())
-            except Exception:
-                return False
-            return type(a) is type(b) and a == b  # `True` is not `1`, `2.0` is not `2`
-
-    examples = [doctest.Example(e["source"], e["want"], exc_msg=e.get("exc_msg"), lineno=e.get("line", 0),
-                                options={int(k): bool(v) for k, v in e.get("options", [])}) for e in job["examples"]]
-    test = doctest.DocTest(examples, namespace, "docstring examples", "<docstring>", 0, None)
-    runner = Runner(checker=Checker(), verbose=False, optionflags=doctest.NORMALIZE_WHITESPACE)
-    runner.run(test, out=lambda s: None, clear_globs=False)
-    out.write(json.dumps({"done": True}) + "\n")
+                fatal = True
+                break
+    sys.stdout = sys.__stdout__
+    chan.write({"nonce": job["setup_nonce"], "setup_errors": errors, "fatal": fatal})
+    if fatal:
+        return
+    flags = doctest._extract_future_flags(namespace)
+    while (req := chan.read()) is not None:
+        got, exc = _run_one(req["source"], namespace, flags)
+        chan.write({"nonce": req["nonce"], "got": got, "exc": exc})
 
 
 if __name__ == "__main__":
