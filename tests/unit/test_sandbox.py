@@ -55,7 +55,7 @@ def test_no_network_no_processes_no_ctypes():
 
 def test_kernel_isolation_when_allowed_and_the_hook_alone_otherwise(tmp_path: Path):
     v = run_examples(SETUP, examples(">>> double(1)\n2\n"))
-    layers = {"network", "filesystem", "read-only", "landlock", "caps", "seccomp"}
+    layers = {"network", "pid", "filesystem", "read-only", "landlock", "caps", "seccomp"}
     assert v.passed == 1 and (v.isolation == "none" or set(v.isolation.split("+")) <= layers), v.isolation
     v = run_examples(SETUP, examples(f">>> open({str(tmp_path / 'x')!r}, 'w')\n"), namespaces=False)
     assert v.isolation == "none" and v.passed == 0 and not (tmp_path / "x").exists()
@@ -194,7 +194,9 @@ def test_kernel_layers_hold_without_the_audit_hook(victim, tmp_path: Path):
     token = f"tandem-escape-{uuid.uuid4().hex}"
     checks = [
         (f"os.kill({victim.pid}, 9)", "EPERM"),
-        (f"os.killpg(os.getpgid({victim.pid}), 9)", "EPERM"),
+        (f"os.killpg({os.getpgid(victim.pid)}, 9)", "EPERM"),
+        (f"os.kill(-1, 9)", "EPERM"),
+        (f"os.getpgid({victim.pid})", "ESRCH"),  # PID namespace: no other process is even visible
         ("os._exit(0) if os.fork() == 0 else 0", "EPERM"),
         (f"os.posix_spawn('/bin/sh', ['/bin/sh', '-c', 'sleep 30; : {token}'], {{}})", "EPERM"),
         ("os.execv('/bin/true', ['true'])", "EPERM"),
@@ -202,9 +204,12 @@ def test_kernel_layers_hold_without_the_audit_hook(victim, tmp_path: Path):
         (f"sysc({libc}.unshare(0x10000000))", "EPERM"),  # CLONE_NEWUSER
         (f"sysc({libc}.setns(0, 0))", "EPERM"),
         (f"sysc({libc}.mount(b'none', b'/mnt', b'tmpfs', 0, None))", "EPERM"),
-        (f"os.open('/proc/{victim.pid}/ns/mnt', os.O_RDONLY)", "EACCES"),
+        ("open('/proc/self/mounts').read()", "EACCES"),  # Landlock: /proc is closed too
+        (f"os.open('/proc/{victim.pid}/ns/mnt', os.O_RDONLY)", "ENOENT"),
         ("open('/etc/shadow').read()", "EACCES"),
         ("__import__('socket').socket()", "EPERM"),
+        ("__import__('socket').socket(1).connect('/run/dbus/system_bus_socket')", "EPERM"),  # AF_UNIX
+        (f"os.posix_spawn('/usr/bin/nsenter', ['nsenter', '-t', '{os.getpid()}', '-a', 'true'], {{}})", "EPERM"),
         (f"open({str(tmp_path / 'outside.txt')!r}, 'w')", "EROFS"),
     ]
     doc = "".join(f">>> attempt(lambda: {code})\n{want!r}\n" for code, want in checks) + ">>> double(2)\n4\n"
@@ -214,7 +219,7 @@ def test_kernel_layers_hold_without_the_audit_hook(victim, tmp_path: Path):
         assert victim.poll() is None and not _alive_with(token)
         assert not (tmp_path / "outside.txt").exists()
         assert (v.passed, v.total) == (len(checks) + 1, len(checks) + 1), v.failures
-        assert v.isolation == "network+filesystem+landlock+caps+seccomp", v.isolation
+        assert v.isolation == "network+pid+filesystem+landlock+caps+seccomp", v.isolation
     finally:
         for pid in _alive_with(token):
             os.kill(pid, 9)
@@ -301,3 +306,23 @@ def test_what_a_check_prints_is_bounded_and_scrubbed(tmp_path: Path):
         assert not re.search("[\x00-\x1f\x7f-\x9f\u202e]", text), repr(text)
     assert "red" in v.failures[0] and "MIIEsecretsecret" not in repr(v.failures)
     assert "more output than an example may print" in v.failures[3]
+
+
+def test_a_document_in_the_home_folder_opens_its_python_files_only():
+    """A file opened straight from $HOME: its sibling modules import, the rest of $HOME
+    (keys, tokens, dotfiles) stays unreadable."""
+    home = Path.home()
+    name = f"tandem_sibling_{uuid.uuid4().hex}"
+    sibling, decoy = home / f"{name}.py", home / f".tandem-decoy-{uuid.uuid4().hex}"
+    sibling.write_text("X = 42\n")
+    decoy.write_text("DECOY-SECRET\n")
+    try:
+        doc = (f">>> import {name}; {name}.X\n42\n"
+               f">>> open({str(decoy)!r}).read()[:1]\n'D'\n"
+               f">>> import os; {decoy.name!r} in os.listdir({str(home)!r})\nTrue\n")
+        v = run_examples(SETUP, examples(doc), paths=[str(home)])
+        assert (v.passed, v.total) == (1, 3), v.failures
+        assert "DECOY-SECRET" not in repr(v.failures) and all("PermissionError" in f for f in v.failures)
+    finally:
+        sibling.unlink()
+        decoy.unlink()

@@ -40,6 +40,7 @@ import secrets
 import select
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -51,7 +52,7 @@ from pathlib import Path
 from .examples import Example
 
 CHILD = Path(__file__).with_name("sandbox_child.py")
-LAYERS = ("network", "filesystem", "read-only", "landlock", "caps", "seccomp")  # what the child may report
+LAYERS = ("network", "pid", "filesystem", "read-only", "landlock", "caps", "seccomp")  # what the child may report
 MAX_GOT = 64 * 1024  # longer output fails the example (the child cuts it at MAX_GOT + 1)
 MAX_LINE = 1 << 20  # a longer line on the channel is dropped unread
 MAX_TOTAL = 32 << 20  # more than this from the child ends the check
@@ -95,7 +96,8 @@ def run_examples(setup: list[dict], examples: list[Example], *, limits: Limits =
     work = tmp / "work"
     work.mkdir()
     nonce, setup_nonce = secrets.token_hex(16), secrets.token_hex(16)
-    job = {"setup": setup, "work": str(work), "paths": list(paths), "read": _workspace_read(paths),
+    sys_path, read = _workspace(paths, tmp)
+    job = {"setup": setup, "work": str(work), "paths": sys_path, "read": read,
            "home": str(Path.home()), "memory_mb": limits.memory_mb, "cpu_s": limits.cpu_s, "file_mb": limits.file_mb,
            "kernel": namespaces, "audit_hook": audit_hook, "nonce": nonce, "setup_nonce": setup_nonce}
     env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(work), "TMPDIR": str(work)}
@@ -206,25 +208,53 @@ def _judge(ex: Example, got: str, exc: str | None, show: bool) -> tuple[bool, st
     return False, scrub(exc, 200) if show else exc.split(":", 1)[0][:80]
 
 
-def _workspace_read(paths) -> list[str]:
-    """What Landlock lets the examples read of the workspace: each folder's whole tree, except
-    a folder too broad to open (the root, the home folder or above it), of which only the
-    Python files directly in it (so sibling imports still work)."""
+def _workspace(paths, tmp: Path) -> tuple[list[str], list[str]]:
+    """(folders for the child's `sys.path`, what Landlock lets it read) for the workspace:
+    each folder's whole tree, except a folder too broad to open (the root, the home folder or
+    above it). Of such a folder, only the Python modules directly in it are copied into the
+    check's own temporary tree (regular files, never symlinks, at most 200 and 4 MiB), so a
+    script opened from $HOME still imports its siblings and $HOME stays closed."""
     home = os.path.realpath(Path.home())
-    out: list[str] = []
-    for p in paths:
+    sys_path: list[str] = []
+    read: list[str] = []
+    for n, p in enumerate(paths):
         r = os.path.realpath(p)
         if not os.path.isdir(r):
             continue
-        if r == "/" or home == r or home.startswith(r.rstrip("/") + "/"):
-            try:
-                names = sorted(os.listdir(r))
-            except OSError:
+        if r != "/" and home != r and not home.startswith(r.rstrip("/") + "/"):
+            sys_path.append(r)
+            read.append(r)
+            continue
+        copy = tmp / f"modules{n}"
+        copy.mkdir()
+        budget = 4 << 20
+        try:
+            names = sorted(os.listdir(r))[:5000]
+        except OSError:
+            names = []
+        copied = 0
+        for name in names:
+            if not name.endswith(".py") or copied >= 200:
                 continue
-            out += [os.path.join(r, n) for n in names if n.endswith(".py") and os.path.isfile(os.path.join(r, n))][:200]
-        else:
-            out.append(r)
-    return out
+            src = os.path.join(r, name)
+            try:
+                fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            except OSError:
+                continue  # a symlink (O_NOFOLLOW), unreadable...
+            try:
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode) or st.st_size > budget:
+                    continue
+                with os.fdopen(os.dup(fd), "rb") as f:
+                    data = f.read(budget + 1)
+            finally:
+                os.close(fd)
+            budget -= len(data)
+            (copy / name).write_bytes(data)
+            copied += 1
+        sys_path.append(str(copy))
+        read.append(str(copy))
+    return sys_path, read
 
 
 class _Channel:

@@ -24,10 +24,11 @@ import resource
 import sys
 import traceback
 
-CLONE_NEWUSER, CLONE_NEWNS, CLONE_NEWNET = 0x10000000, 0x00020000, 0x40000000
-MS_BIND, MS_REC, MS_PRIVATE = 4096, 16384, 1 << 18
+CLONE_NEWUSER, CLONE_NEWNS, CLONE_NEWNET, CLONE_NEWPID = 0x10000000, 0x00020000, 0x40000000, 0x20000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 4096, 16384, 1 << 18
 AT_FDCWD, AT_RECURSIVE, MOUNT_ATTR_RDONLY = -100, 0x8000, 1
 SYS_MOUNT_SETATTR = 442  # same number on x86_64 and arm64
+AF_UNIX = 1
 MAX_GOT = 64 * 1024  # the parent treats longer output as a failure; it never needs more
 
 
@@ -49,9 +50,11 @@ def _limit(memory_mb: int, cpu_s: int, file_mb: int) -> None:
             pass
 
 
-def _namespaces(work: str) -> list[str]:
-    """New network namespace (no interfaces but a down loopback) and a mount namespace where
-    every mount is read-only except `work`. Returns the layers achieved."""
+def _namespaces(work: str, chan: "_Channel") -> list[str]:
+    """New network namespace (no interfaces but a down loopback), PID namespace (this
+    process forks once: the child, pid 1 there, runs the check; when it ends the kernel kills
+    anything left in the namespace) and a mount namespace where every mount is read-only
+    except `work`, with a /proc of the new PID namespace. Returns the layers achieved."""
     import ctypes
 
     class MountAttr(ctypes.Structure):
@@ -61,10 +64,13 @@ def _namespaces(work: str) -> list[str]:
     libc = ctypes.CDLL(None, use_errno=True)
     libc.syscall.restype = ctypes.c_long
     uid, gid = os.getuid(), os.getgid()
-    if libc.unshare(CLONE_NEWNS | CLONE_NEWNET) != 0:
-        # Not privileged: a user namespace grants these for ourselves only, where allowed.
-        if libc.unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWNET) != 0:
-            return []
+    base = CLONE_NEWNS | CLONE_NEWNET
+    for flags in (base | CLONE_NEWPID, base, CLONE_NEWUSER | base | CLONE_NEWPID, CLONE_NEWUSER | base):
+        if libc.unshare(flags) == 0:
+            break
+    else:
+        return []
+    if flags & CLONE_NEWUSER:  # not privileged: a user namespace grants these for ourselves only
         for path, text in (("/proc/self/setgroups", "deny"), ("/proc/self/uid_map", f"{uid} {uid} 1"),
                            ("/proc/self/gid_map", f"{gid} {gid} 1")):
             try:
@@ -72,17 +78,40 @@ def _namespaces(work: str) -> list[str]:
                     f.write(text)
             except OSError:
                 pass
+    layers = ["network"]
+    if flags & CLONE_NEWPID:
+        _become_init(chan)
+        layers.append("pid")
     if libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None) != 0:
-        return ["network"]
+        return layers
+    if flags & CLONE_NEWPID:  # a /proc that shows this namespace only (best effort)
+        libc.mount(b"proc", b"/proc", b"proc", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
     ro = MountAttr(MOUNT_ATTR_RDONLY, 0, 0, 0)
     if libc.syscall(SYS_MOUNT_SETATTR, AT_FDCWD, b"/", AT_RECURSIVE, ctypes.byref(ro), ctypes.sizeof(ro)) != 0:
-        return ["network"]
+        return layers
     w = work.encode()
     rw = MountAttr(0, MOUNT_ATTR_RDONLY, 0, 0)
     if libc.mount(w, w, None, MS_BIND, None) != 0 or \
             libc.syscall(SYS_MOUNT_SETATTR, AT_FDCWD, w, 0, ctypes.byref(rw), ctypes.sizeof(rw)) != 0:
-        return ["network", "read-only"]
-    return ["network", "filesystem"]
+        return layers + ["read-only"]
+    return layers + ["filesystem"]
+
+
+def _become_init(chan: "_Channel") -> None:
+    """After unshare(CLONE_NEWPID): fork; the child goes on as pid 1 of the new namespace,
+    this process only waits for it and exits with its status. It lets go of the channel first,
+    so the parent sees end-of-file as soon as the check process is gone."""
+    pid = os.fork()
+    if pid == 0:
+        return
+    os.close(chan.rfd)
+    os.close(chan.wfd)
+    try:
+        _, status = os.waitpid(pid, 0)
+        code = os.waitstatus_to_exitcode(status)
+    except OSError:
+        code = 1
+    os._exit(code if code >= 0 else 128 - code)
 
 
 # Read-only for everyone's checks: shared libraries an extension module may load, the dynamic
@@ -110,18 +139,26 @@ def _interpreter_paths(home: str | None) -> list[str]:
     return out
 
 
-def _confine(job: dict, confine) -> list[str]:
+def _confine(job: dict, confine, chan: "_Channel") -> list[str]:
     """Every kernel layer, in the order they need each other (namespaces need capabilities,
-    Landlock wants no_new_privs, seccomp comes last so the calls above are still allowed)."""
+    Landlock wants no_new_privs, seccomp comes last so the calls above are still allowed).
+    A layer the kernel (or the platform) refuses is left out of the answer, not fatal."""
     work = job["work"]
-    layers = _namespaces(work)
-    confine.no_new_privs()
-    if confine.landlock(_interpreter_paths(job.get("home")) + SYSTEM_READ + job.get("read", []),
-                        [work, os.devnull]):
+
+    def attempt(f, *args):
+        try:
+            return f(*args)
+        except Exception:  # noqa: BLE001  (no prctl/unshare in this libc, an unknown kernel...)
+            return None
+
+    layers = attempt(_namespaces, work, chan) or []
+    attempt(confine.no_new_privs)
+    if attempt(confine.landlock, _interpreter_paths(job.get("home")) + SYSTEM_READ + job.get("read", []),
+               [work, os.devnull]):
         layers.append("landlock")
-    if confine.drop_capabilities():
+    if attempt(confine.drop_capabilities):
         layers.append("caps")
-    if confine.install_seccomp():
+    if attempt(confine.install_seccomp):
         layers.append("seccomp")
     return layers
 
@@ -149,6 +186,8 @@ def _install_guard(work: str) -> None:
         return p == root or p.startswith(root + os.sep)
 
     def hook(event, args):
+        if event == "socket.__new__" and len(args) > 1 and args[1] == AF_UNIX:
+            return  # socketpair() for asyncio's event loop; connect/bind stay refused
         if event in refused:
             raise PermissionError(f"sandbox: {event} is not allowed")
         if event == "open":
@@ -220,7 +259,7 @@ def main() -> None:
         return
     confine = _load_confine()
     _limit(job["memory_mb"], job["cpu_s"], job["file_mb"])
-    layers = _confine(job, confine) if job.get("kernel", True) else []
+    layers = _confine(job, confine, chan) if job.get("kernel", True) else []
     os.chdir(job["work"])
     os.environ.update(HOME=job["work"], TMPDIR=job["work"], TMP=job["work"], TEMP=job["work"])
     sys.dont_write_bytecode = True
