@@ -326,3 +326,18 @@ def test_a_document_in_the_home_folder_opens_its_python_files_only():
     finally:
         sibling.unlink()
         decoy.unlink()
+
+
+def test_scrub_removes_secrets_escapes_and_bounds_the_text():
+    from tandem.generate.sandbox import scrub
+
+    text = ("root:$6$rounds=5000$abcdefgh$0123456789abcdefghij:20228:0:99999:7:::\n"
+            "AWS AKIAABCDEFGHIJKLMNOP token ghp_abcdefghijklmnopqrstuvwxyz0123456789 \x1b[31mred\x1b[0m\n"
+            "password = hunter2 and API_KEY='s3cr3t-value' \u202egnp.exe\x00\x07 "
+            "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7 ok\n-----END PRIVATE KEY-----\n")
+    out = scrub(text, 10_000)
+    for secret in ("$6$", "AKIAABCDEFGHIJKLMNOP", "ghp_abc", "hunter2", "s3cr3t", "MIIEvQ", "\x1b", "\u202e", "\x00"):
+        assert secret not in out, (secret, out)
+    assert "red" in out and "\\n" in out and "\n" not in out
+    assert scrub("ab " * 2000, 100) == ("ab " * 33) + "…" and scrub(scrub(text)) == scrub(text)
+    assert scrub("x" * 5000) == "[long token removed]"

@@ -16,9 +16,9 @@ import uuid
 from lsprotocol import types
 
 from ..generate.function import Candidate, checked_module, generate_candidate, prepare
-from ..generate.sandbox import Limits, Verdict, run_examples
+from ..generate.sandbox import Limits, Verdict, run_examples, scrub
 from ..generate.stub import MAX_DOCSTRING_CHARS, Stub, find_stub
-from ..model.runtime import Cancelled
+from ..model.backend import Cancelled
 from ..provenance.store import Generated
 from ..text import offset_at, position_at
 from .tracking import ACCEPT_COMMAND
@@ -117,7 +117,7 @@ async def resolve(ls, action: types.CodeAction) -> types.CodeAction:
              stub.qualname, seconds, summary, best.index + 1, tried, best.mean_logprob)
     v = best.verdict
     if v and v.total and v.passed < v.total:
-        failure = f" First failure: {v.failures[0]}." if v.failures else ""
+        failure = f" First failure: {scrub(v.failures[0], 360)}." if v.failures else ""  # the check's output: scrubbed again
         ls.tell(f"wrote `{stub.qualname}`, but only {summary} of its docstring.{failure} Review it.",
                 types.MessageType.Warning)
     if doc.version != version or doc.source != text:
@@ -214,8 +214,9 @@ def _remember(ls, uri: str, stub: Stub, best: Candidate, model, summary: str,
               sources: list[dict]) -> types.Command:
     """Offer the body to provenance (hover explanations); the command confirms it was applied."""
     v: Verdict | None = best.verdict
-    verification = {"passed": v.passed, "total": v.total, "summary": v.summary, "failures": v.failures[:3],
-                    "isolation": v.isolation, "timed_out": v.timed_out} if v else {"summary": summary}
+    verification = {"passed": v.passed, "total": v.total, "summary": v.summary,
+                    "failures": [scrub(f, 360) for f in v.failures[:3]],  # stored on disk: bounded, scrubbed
+                    "isolation": scrub(v.isolation, 80), "timed_out": v.timed_out} if v else {"summary": summary}
     gen_id = ls.provenance.offer(Generated(
         uri=uri, start=stub.edit_start, text=best.replacement, kind="function", model=model.describe(),
         created=time.time(), prompt_sources=sources, tokens=list(best.tokens), verification=verification,

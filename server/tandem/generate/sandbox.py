@@ -373,7 +373,8 @@ def _last_line(path: Path) -> str:
 
 _ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
 _KEY_BLOCK = re.compile(r"-----BEGIN[^\n]{0,60}?-----.*?(?:-----END[^\n]{0,60}?-----|\Z)", re.S)
-_KEY_TAIL = re.compile(r"\A.*?-----END[^\n]{0,60}?KEY-----", re.S)  # the end of a key whose start was cut off
+_KEY_TAIL = re.compile(r"(?:^[A-Za-z0-9+/=]{8,}[ \t]*\r?\n)*[A-Za-z0-9+/=]*-----END[^\n]{0,60}?KEY-----",
+                       re.M)  # the end of a key whose start was cut off
 _TOKEN = re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b|\bgh[pousr]_[A-Za-z0-9]{20,}|\bgithub_pat_\w{20,}"
                     r"|\bsk-[A-Za-z0-9_-]{16,}|\bxox[abprs]-[A-Za-z0-9-]{10,}|\bglpat-[A-Za-z0-9_-]{16,}"
                     r"|\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*")
