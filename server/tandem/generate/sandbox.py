@@ -338,16 +338,12 @@ def _wait(proc: subprocess.Popen) -> int | None:
 
 
 def _close(proc: subprocess.Popen) -> None:
-    """Let the child see EOF and exit, then kill its whole group whatever it did."""
+    """Kill the child's whole group (the verdict is complete: nothing it does now counts)."""
     for f in (proc.stdin, proc.stdout):
         try:
             f.close()
         except OSError:
             pass
-    try:
-        proc.wait(timeout=0.5)
-    except subprocess.TimeoutExpired:
-        pass
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
