@@ -22,14 +22,15 @@ class EditorLogHandler(logging.Handler):
 
     def connected(self) -> bool:
         loop = getattr(self.server, "loop", None)
-        return loop is not None and not loop.is_closed()
+        return (loop is not None and not loop.is_closed()
+                and getattr(self.server.protocol, "transport_open", True))
 
     def emit(self, record: logging.LogRecord) -> None:
         from lsprotocol import types
 
         loop = getattr(self.server, "loop", None)
-        if loop is None or loop.is_closed():
-            return
+        if not self.connected():
+            return  # before `initialize`, or the client is gone: stderr has it
         kind = next((v for k, v in sorted(self.LEVELS.items(), reverse=True) if record.levelno >= k), 4)
         params = types.LogMessageParams(type=types.MessageType(kind), message=self.format(record))
         try:
@@ -45,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"tandem {__version__}")
     args = parser.parse_args(argv)
 
+    # A log line that cannot be written (stderr closed by a client that went away) is dropped,
+    # never reported with a traceback to that same closed stream.
+    logging.raiseExceptions = False
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     stderr = logging.StreamHandler(sys.stderr)
     stderr.setFormatter(fmt)
@@ -56,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("pygls.protocol.json_rpc").addFilter(
         lambda r: "Cancel notification for unknown message id" not in r.getMessage())
 
+    from .protocol import serve_stdio
     from .server import create_server
 
     server = create_server()
@@ -66,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         stderr.addFilter(lambda r: not (r.name.startswith("tandem") and editor.connected()))
     editor.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     logging.getLogger("tandem").addHandler(editor)
-    server.start_io()
+    # Framing, validation and the lifecycle (exit codes, a client that goes away): protocol.py.
+    serve_stdio(server)
     return 0
 
 

@@ -20,6 +20,7 @@ from . import __version__
 from .completion.engine import CompletionEngine
 from .model.loaded import LoadedModel, load_model
 from .model.loader import BUNDLE_NAME, MANIFEST_NAME, ModelError
+from .protocol import TandemProtocol, report_server_error
 from .provenance.explain import Explainer
 from .provenance.store import ProvenanceStore
 from .settings import Settings, parse_settings
@@ -41,7 +42,7 @@ class Status:
 
 class TandemServer(LanguageServer):
     def __init__(self):
-        super().__init__("tandem", __version__)
+        super().__init__("tandem", __version__, protocol_cls=TandemProtocol)  # see protocol.py
         self.settings = Settings()
         self.init_settings: object = None  # initializationOptions, read at `initialized`
         self.loop: asyncio.AbstractEventLoop | None = None  # set when `initialize` arrives
@@ -60,6 +61,9 @@ class TandemServer(LanguageServer):
         # file at the first didOpen. Explanations decode on the same inference thread.
         self.provenance = ProvenanceStore()
         self.explainer = Explainer(lambda: self.model, self.inference)
+
+    def report_server_error(self, error: Exception, source) -> None:
+        report_server_error(self, error, source)  # logged, not an "Error in server" pop-up
 
     @property
     def encoding(self) -> str:

@@ -16,14 +16,17 @@ import logging
 import weakref
 
 from lsprotocol import types
+from pygls.exceptions import JsonRpcInvalidParams
 
 from ..provenance.explain import Explanation, request_for
 from ..provenance.render import file_name
 from ..provenance.store import Region
+from ..text import index_of
 
 log = logging.getLogger(__name__)
 
 ACCEPT_COMMAND = "tandem.completionAccepted"
+DOCUMENT_STATE = "tandem/documentState"
 SAVE_DELAY_S = 1.0
 REGION_KEY = "region:"
 
@@ -41,6 +44,11 @@ def register(server) -> None:
     store.listeners.append(lambda region: _explain_in_background(server, region))
     ref = weakref.ref(server)
     atexit.register(lambda: (s := ref()) is not None and _save_now(s))
+    # The stdio server ends with os._exit (it must not wait for a model still loading), which
+    # skips atexit: it runs its protocol's exit hooks instead.
+    hooks = getattr(server.protocol, "exit_hooks", None)
+    if hooks is not None:
+        hooks.append(lambda: (s := ref()) is not None and _save_now(s))
 
     @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
     def did_open(ls, params: types.DidOpenTextDocumentParams):
@@ -66,6 +74,19 @@ def register(server) -> None:
         ls.provenance.closed(params.text_document.uri)
         _save_now(ls)
 
+    @server.feature(DOCUMENT_STATE)
+    def document_state(ls, params):
+        """The server's copy of a document ({"uri", "version", "text", "lineCount"}, or null
+        when it is not open): lets a client or a test check that text sync holds."""
+        uri = _field(_field(params, "textDocument"), "uri")  # pygls reads untyped params as Object
+        if not isinstance(uri, str):
+            raise JsonRpcInvalidParams(f'{DOCUMENT_STATE}: expected {{"textDocument": {{"uri": "..."}}}}')
+        doc = ls.workspace.text_documents.get(uri)
+        if doc is None:
+            return None
+        return {"uri": uri, "version": doc.version, "text": doc.source,
+                "lineCount": index_of(doc.source).line_count}
+
     @server.command(ACCEPT_COMMAND)
     def completion_accepted(ls, *args):
         gid = _id_of(args)
@@ -73,6 +94,10 @@ def register(server) -> None:
             log.warning("%s: expected [{\"id\": ...}], got %r", ACCEPT_COMMAND, args)
             return None
         return accept(ls, gid)
+
+
+def _field(obj, name: str):
+    return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
 
 
 def ensure_bound(ls) -> None:
