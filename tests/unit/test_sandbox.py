@@ -341,3 +341,11 @@ def test_scrub_removes_secrets_escapes_and_bounds_the_text():
     assert "red" in out and "\\n" in out and "\n" not in out
     assert scrub("ab " * 2000, 100) == ("ab " * 33) + "…" and scrub(scrub(text)) == scrub(text)
     assert scrub("x" * 5000) == "[long token removed]"
+
+
+def test_a_flood_on_the_channel_ends_the_check_and_a_huge_line_is_skipped():
+    v = run_examples(SETUP, examples(">>> import os\n>>> for _ in range(100): _ = os.write(3, b'x' * (1 << 20))\n"
+                                     ">>> double(2)\n4\n"))
+    assert (v.passed, v.total) == (1, 3) and "wrote more than it may" in v.failures[0], v.failures
+    v = run_examples(SETUP, examples(">>> import os\n>>> _ = os.write(3, b'{' * (3 << 20) + b'\\n')\n>>> double(2)\n4\n"))
+    assert (v.passed, v.total) == (3, 3), v.failures
