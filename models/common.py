@@ -9,8 +9,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# The server reads what the pipeline writes: one definition of names and places for both.
-from tandem.model.loader import BUNDLE_NAME, MANIFEST_NAME, tandem_home  # noqa: F401
+# The server reads what the pipeline writes: one definition of names, places and checksums for
+# both. (Importing the loader also switches onnxruntime's telemetry off before the pipeline
+# imports onnxruntime: see tandem/model/ortenv.py.)
+from tandem.model.loader import (BUNDLE_NAME, MANIFEST_NAME, file_hashes, sha256_file,  # noqa: F401
+                                 tandem_home, variant_files)
 
 # Special tokens the serving path needs, by name. Qwen2.5-Coder spells them this way; the
 # tiny test model reuses the same names so both go through identical code.
@@ -21,14 +24,6 @@ STOP_TOKENS = ["<|endoftext|>", "<|im_end|>", "<|fim_pad|>", "<|file_sep|>", "<|
 
 def manifests_dir() -> Path:
     return Path(__file__).resolve().parent / "manifests"
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def sha256_json(obj) -> str:

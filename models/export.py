@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 from .common import (BUNDLE_NAME, FIM_TOKENS, MANIFEST_NAME, STOP_TOKENS, PipelineError,
-                     Stamp, log, read_json, step, tool_versions, write_json)
+                     Stamp, file_hashes, log, read_json, step, tool_versions, variant_files, write_json)
 
 VARIANTS = {
     "onnx-fp32": {"precision": "fp32", "device": "cpu"},
@@ -107,7 +107,12 @@ def write_variant_manifest(variant_dir: Path, name: str, hf_dir: Path, source: d
     if None in special.values():
         raise PipelineError(f"tokenizer in {hf_dir} lacks FIM tokens {FIM_TOKENS}: it cannot fill in the middle")
     stop_ids = sorted({i for t in STOP_TOKENS if (i := tok.token_to_id(t)) is not None})
-    files = {f.name: {"size": f.stat().st_size} for f in sorted(variant_dir.glob("model.onnx*"))}
+    # Every file of the variant (graph, external weights, tokenizer, configs) with its size and
+    # sha256: the server refuses a file that does not match. Hashing also leaves the loader's
+    # verified-stamp beside the files, so the first load after a build does not hash again.
+    names = variant_files(variant_dir)
+    hashes = file_hashes(variant_dir, names)
+    files = {n: {"size": (variant_dir / n).stat().st_size, "sha256": hashes[n]} for n in names}
     manifest = {
         "format": "tandem-model/1",
         "name": source.get("name", hf_dir.parent.name),

@@ -3,16 +3,32 @@
 A model path is either a bundle (a directory with tandem-bundle.json naming one variant per
 device) or a single variant directory (model.onnx, tokenizer.json, tandem-model.json).
 Every failure is a ModelError whose message says what is wrong and the command that fixes it.
+
+Integrity: the build records the size and sha256 of every file of a variant in its manifest
+("files"). Loading compares sizes (cheap, catches truncated copies) and then the sha256 of each
+file, hashed once per version of the file: the hashes are kept in a verified-stamp with each
+file's size, mtime_ns, ctime_ns, inode and device (beside the model, or under TANDEM_HOME when
+the model's directory is read-only), so later loads only stat the files. Any write to a file
+changes its ctime (which user space cannot set back), so a changed file is hashed again.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from .ortenv import disable_telemetry
+
+# Every model load passes through this module before a runtime (onnxruntime or
+# onnxruntime-genai, both imported lazily) is loaded: switch the runtime's telemetry off first.
+disable_telemetry()
+
 BUNDLE_NAME = "tandem-bundle.json"
 MANIFEST_NAME = "tandem-model.json"
+VERIFIED_NAME = ".tandem-verified.json"  # sha256 of each file, valid while its stat is unchanged
 DEFAULT_MODEL = "qwen2.5-coder-0.5b-instruct"
 BUILD_HINT = "Build it with `make model` (or `tandem-models build`) in the Tandem checkout."
 
@@ -86,9 +102,152 @@ def resolve_model(path: str | os.PathLike | None, device: str) -> ModelFiles:
     for f in (files.onnx, files.tokenizer):
         if not f.exists() or f.stat().st_size == 0:
             raise ModelError(f"{f} is missing or empty: the model build did not finish. {BUILD_HINT}")
-    for name, meta in (manifest.get("files") or {}).items():
-        p = root / name
-        if not p.exists() or p.stat().st_size != meta.get("size"):
-            raise ModelError(f"{p} is missing or has the wrong size (corrupt or half-copied). "
-                             f"Rebuild the model: {BUILD_HINT}")
+    verify_files(files)
     return files
+
+
+# -- integrity ----------------------------------------------------------------------------------
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def variant_files(directory: Path) -> list[str]:
+    """The files of a variant that its manifest describes: every regular file but the manifest
+    itself and hidden files (build and verification stamps)."""
+    return sorted(p.name for p in Path(directory).iterdir()
+                  if p.is_file() and p.name != MANIFEST_NAME and not p.name.startswith("."))
+
+
+def _stat_key(st: os.stat_result) -> list[int]:
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
+
+
+def _verified_paths(directory: Path) -> list[Path]:
+    """Where the verified-stamp lives: beside the model, else (read-only model) under TANDEM_HOME."""
+    key = hashlib.sha256(str(Path(directory).resolve()).encode()).hexdigest()[:32]
+    return [Path(directory) / VERIFIED_NAME, tandem_home() / "verified" / f"{key}.json"]
+
+
+def _read_verified(directory: Path) -> dict:
+    for p in _verified_paths(directory):
+        try:
+            data = json.loads(p.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and isinstance(data.get("files"), dict):
+            return data["files"]
+    return {}
+
+
+def _write_verified(directory: Path, entries: dict) -> None:
+    text = json.dumps({"format": "tandem-verified/1", "files": entries}, indent=1, sort_keys=True)
+    for p in _verified_paths(directory):
+        tmp = p.with_name(f"{p.name}.{os.getpid()}.tmp")
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(text)
+            tmp.replace(p)  # atomic: a reader sees the old stamp or the new one
+            return
+        except OSError:
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
+    # Nowhere writable: every load hashes again. Slower, never wrong.
+
+
+def file_hashes(directory: Path, names: list[str]) -> dict[str, str]:
+    """sha256 of each named file in `directory`, computed once per version of the file (see the
+    module docstring); later calls only stat the files. A file that changes while it is being
+    hashed is hashed, but its hash is not kept."""
+    directory = Path(directory)
+    known = _read_verified(directory)
+    entries, out, fresh = {}, {}, False
+    for name in names:
+        path = directory / name
+        before = _stat_key(os.stat(path))
+        old = known.get(name)
+        if (isinstance(old, dict) and old.get("stat") == before
+                and isinstance(old.get("sha256"), str) and _SHA256.fullmatch(old["sha256"])):
+            out[name], entries[name] = old["sha256"], old
+            continue
+        out[name] = sha256_file(path)
+        fresh = True
+        if _stat_key(os.stat(path)) == before:
+            entries[name] = {"stat": before, "sha256": out[name]}
+    if fresh or entries.keys() != known.keys():
+        _write_verified(directory, entries)
+    return out
+
+
+def verify_files(files: ModelFiles) -> None:
+    """Check every file the manifest lists against its recorded size and sha256; ModelError with
+    what to do when one is missing, of the wrong size, or changed since the build."""
+    root, listed = files.directory, files.manifest.get("files")
+    rebuild = f"Rebuild the model: {BUILD_HINT}"
+    if not isinstance(listed, dict) or not all(
+            isinstance(m, dict) and isinstance(m.get("size"), int) and isinstance(m.get("sha256"), str)
+            and _SHA256.fullmatch(m["sha256"]) for m in listed.values()):
+        raise ModelError(f"The manifest {root / MANIFEST_NAME} has no sha256 checksums for the model's "
+                         f"files (built by an older Tandem, or edited), so they cannot be verified. {rebuild}")
+    # The files the server reads must be covered; names are plain file names in the variant.
+    needed = {files.onnx.name, files.tokenizer.name} | {p.name for p in root.glob("model.onnx*")}
+    unlisted = sorted(needed - listed.keys())
+    if unlisted:
+        raise ModelError(f"The manifest {root / MANIFEST_NAME} has no checksum for {', '.join(unlisted)}: "
+                         f"the model changed after it was built. {rebuild}")
+    for name, meta in listed.items():
+        p = root / name
+        if Path(name).name != name or name.startswith("."):
+            raise ModelError(f"The manifest {root / MANIFEST_NAME} lists {name!r}, which is not a file of "
+                             f"the model. {rebuild}")
+        if not p.is_file() or p.stat().st_size != meta["size"]:
+            raise ModelError(f"{p} is missing or has the wrong size (corrupt or half-copied). {rebuild}")
+    actual = file_hashes(root, sorted(listed))
+    for name in sorted(listed):
+        if actual[name] != listed[name]["sha256"]:
+            raise ModelError(f"{root / name} is corrupt: its sha256 ({actual[name][:16]}...) is not the one "
+                             f"recorded when the model was built ({listed[name]['sha256'][:16]}...). "
+                             f"Restore the file, or rebuild the model: {BUILD_HINT}")
+
+
+def disk_fingerprint(path: str | os.PathLike | None) -> tuple[tuple, tuple]:
+    """A cheap picture of the model at `path` (default: the default model) as it is on disk:
+    (manifests and bundle, every other file), each as (relative path, size, mtime_ns, ctime_ns,
+    inode), two directory levels deep, hidden files left out. A finished build rewrites the first
+    part; any change to a file, even in place with the same size, changes the second."""
+    root = Path(path).expanduser() if path else default_model_path()
+    commit, rest = [], []
+
+    def add(p: Path, rel: str) -> None:
+        try:
+            st = os.stat(p)
+        except OSError:
+            return
+        entry = (rel, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+        (commit if p.name in (MANIFEST_NAME, BUNDLE_NAME) else rest).append(entry)
+
+    def entries(d: Path) -> list[os.DirEntry]:
+        try:
+            with os.scandir(d) as it:
+                return sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
+        except OSError:
+            return []
+
+    if root.is_file() or not root.exists():
+        add(root, ".")
+    for e in entries(root):
+        if e.is_dir():
+            for sub in entries(Path(e.path)):
+                if not sub.is_dir():
+                    add(Path(sub.path), f"{e.name}/{sub.name}")
+        else:
+            add(Path(e.path), e.name)
+    return tuple(commit), tuple(rest)
