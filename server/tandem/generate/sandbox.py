@@ -31,8 +31,8 @@ verdict says what the candidate did together with the file's own code, never mor
 """
 from __future__ import annotations
 
-import doctest
 import ast
+import doctest
 import json
 import os
 import re
@@ -111,7 +111,7 @@ def run_examples(setup: list[dict], examples: list[Example], *, limits: Limits =
             chan = _Channel(proc, time.monotonic() + limits.wall_s, cancel)
             _drive(chan, job, examples, v)
             v.timed_out = chan.timed_out
-            if chan.stopped and v.failures is not None and len(v.failures) < 5 and chan.current is not None:
+            if chan.stopped and len(v.failures) < 5 and chan.current is not None:
                 why = ("did not finish within the time limit" if chan.timed_out else "the check was cancelled"
                        if chan.cancelled else "the check wrote more than it may" if chan.flooded else
                        f"the check process ended with code {_wait(proc)}" + _last_line(tmp / "stderr.txt"))

@@ -263,6 +263,7 @@ def main() -> None:
     os.chdir(job["work"])
     os.environ.update(HOME=job["work"], TMPDIR=job["work"], TMP=job["work"], TEMP=job["work"])
     sys.dont_write_bytecode = True
+    sink = open(os.devnull, "w")  # opened before the hook, which refuses writing outside the directory
     if job.get("audit_hook", True):
         _install_guard(job["work"])
     sys.path.extend(job.get("paths", []))  # after the standard library and site-packages
@@ -270,12 +271,13 @@ def main() -> None:
 
     namespace = {"__name__": "__tandem_check__", "__builtins__": __builtins__}
     errors, fatal = [], False
-    sys.stdout = io.StringIO()  # what the module prints while it loads goes nowhere
+    sys.stdout = sink  # what the module prints while it loads goes nowhere
     for stmt in job["setup"]:
         try:
             exec(compile(stmt["code"], stmt.get("name", "<file>"), "exec"), namespace)
         except BaseException as e:  # noqa: BLE001
-            errors.append(f"{stmt.get('what', 'statement')}: {type(e).__name__}: {str(e)[:300]}")
+            line = traceback.format_exception_only(type(e), e)[-1].strip()  # survives a failing __str__
+            errors.append(f"{stmt.get('what', 'statement')}: {line[:300]}")
             if stmt.get("fatal"):
                 fatal = True
                 break
