@@ -37,7 +37,7 @@ import cattrs
 from cattrs.errors import BaseValidationError
 from lsprotocol import types
 from pygls.exceptions import FeatureRequestError
-from pygls.protocol import LanguageServerProtocol
+from pygls.protocol import LanguageServerProtocol, default_converter
 from pygls.protocol.json_rpc import JsonRPCNotification, JsonRPCRequestMessage
 
 from .documents import TandemWorkspace
@@ -261,6 +261,11 @@ def _strict_int(value, _type):
     raise TypeError(f"expected an integer, got {json.dumps(value)[:40]}")
 
 
+def _lenient_bool(value, _type):
+    """As lsprotocol reads booleans (cattrs would route them through the int hook: bool is an int)."""
+    return value if type(value) is bool else bool(value)
+
+
 def _format_leaf(exc: BaseException, type_) -> str:
     if isinstance(exc, KeyError):
         return "required field missing"
@@ -290,6 +295,7 @@ class TandemProtocol(LanguageServerProtocol):
 
     def __init__(self, server, converter):
         converter.register_structure_hook(int, _strict_int)
+        converter.register_structure_hook(bool, _lenient_bool)
         super().__init__(server, converter)
         self._initialize_seen = False
         self.exit_hooks: list[Callable[[], Any]] = []
@@ -350,6 +356,14 @@ class TandemProtocol(LanguageServerProtocol):
             message = self._converter.structure(data, message_type)
         except Exception as e:
             text = f"Invalid params for {method}: {describe_error(e)}"
+            if method == types.INITIALIZE:  # a quirk in the capabilities must not cost the session
+                try:
+                    message = default_converter().structure(data, message_type)
+                    log.warning("%s (read leniently)", text)
+                    self.handle_message(message)
+                    return
+                except Exception:
+                    pass
             if has_id:
                 self.send_error(msg_id, INVALID_PARAMS, text)
             log.warning("%s%s", text, "" if has_id else " (a notification: ignored)")

@@ -157,6 +157,7 @@ class RawServer:
         caps = capabilities if capabilities is not None else {}
         result = self.call("initialize", {"processId": os.getpid(), "rootUri": None, "capabilities": caps},
                            timeout)
+        assert "result" in result, result
         self.notify("initialized", {})
         return result
 

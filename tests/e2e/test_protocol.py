@@ -81,6 +81,21 @@ def test_well_typed_positions_out_of_range_are_clamped(server):
     assert r["result"]["text"] == "def add(a, b):\n    return a + b\n"
 
 
+@pytest.mark.parametrize("editor", ["visual-studio-code", "neovim", "emacs"])
+def test_real_editors_capabilities_are_read_strictly_without_error(editor):
+    """Strict integers must not refuse a real editor's initialize (booleans stay booleans)."""
+    from lsprotocol import types
+    from pygls.protocol import default_converter
+    from pytest_lsp import client_capabilities
+
+    from tandem.server import create_server
+
+    raw = default_converter().unstructure(client_capabilities(editor))
+    msg = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"processId": 1, "capabilities": raw}}
+    params = create_server().protocol._converter.structure(msg, types.InitializeRequest).params
+    assert params.capabilities.window is None or params.capabilities.window.work_done_progress in (True, False, None)
+
+
 # -- framing -------------------------------------------------------------------------------
 def _req(msg_id: int, method: str = "tandem/ping") -> bytes:
     return json.dumps({"jsonrpc": "2.0", "id": msg_id, "method": method, "params": {}}).encode()
@@ -246,3 +261,30 @@ def test_cancellation_is_answered_with_request_cancelled(tmp_path):
         s.notify("$/cancelRequest", {"id": rid})
         assert s.response(rid)["error"]["code"] in (-32601, -32800)
         assert s.alive()
+
+
+# -- text sync over stdio ---------------------------------------------------------------------
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-8"])
+def test_2000_random_edits_over_stdio_stay_in_sync(tmp_path, encoding):
+    """Emoji, CJK, ZWJ sequences, combining marks, CRLF, lone CR, U+2028 and friends, ranges one
+    past line ends and past the document: the server's copy equals the client's after each
+    batch (a reference model of the client, tests/lsp_reference.py)."""
+    from tests.lsp_reference import apply_ref, random_edit, random_text
+
+    rng = random.Random(f"stdio-{encoding}")
+    with RawServer(home=tmp_path) as s:
+        result = s.initialize({"general": {"positionEncodings": [encoding]}})
+        assert result["result"]["capabilities"].get("positionEncoding", "utf-16") == encoding
+        text = random_text(rng, 40)
+        s.open(URI, text)
+        for batch in range(4):
+            for v in range(500):
+                a, b, new = random_edit(rng, text, encoding)
+                text = apply_ref(text, a, b, new, encoding)
+                s.notify("textDocument/didChange", {
+                    "textDocument": {"uri": URI, "version": batch * 500 + v + 2},
+                    "contentChanges": [{"range": {"start": {"line": a[0], "character": a[1]},
+                                                  "end": {"line": b[0], "character": b[1]}}, "text": new}]})
+            state = s.call("tandem/documentState", {"textDocument": {"uri": URI}})["result"]
+            assert state["text"] == text, f"diverged in batch {batch}"
+            assert state["version"] == batch * 500 + 501
