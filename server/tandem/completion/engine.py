@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 
 from ..model.loaded import LoadedModel
 from ..settings import Settings
-from . import postprocess
+from . import healing, postprocess
 from .context import SCAN_CHARS, CursorContext, analyze, should_skip
 from .prompt import CHARS_PER_TOKEN_MAX, build_fim_prompt
 
@@ -44,6 +44,26 @@ class CompletionEngine:
         self._cache: OrderedDict[tuple, Completion] = OrderedDict()
         self._cache_size = cache_size
         self._cache_lock = threading.Lock()
+        if self._heals():  # the vocabulary table takes ~0.5 s for Qwen: build it off the request path
+            threading.Thread(target=healing.vocab_table, args=(model.codec,), daemon=True,
+                             name="tandem-vocab-table").start()
+
+    def _heals(self) -> bool:
+        """Token healing needs a decode loop that honours `constraint=` (runtime attribute
+        `supports_constraint`); the evaluation may switch it off (TANDEM_EVAL_RULES_OFF=heal)."""
+        return bool(getattr(self.model.lm, "supports_constraint", False)) and postprocess.rule_on("heal")
+
+    def _heal(self, prompt) -> tuple[list[int], healing.Healing, healing.PrefixConstraint | None]:
+        """Back the prompt's prefix off to the last token boundary the text would keep, and
+        constrain the first generated tokens to write the dropped text again."""
+        if not self._heals() or not prompt.prefix_tokens:
+            return prompt.ids, healing.NO_HEALING, None
+        table = healing.vocab_table(self.model.codec)
+        end = 1 + prompt.prefix_tokens  # ids: [fim prefix, *prefix, fim suffix, *suffix, fim middle]
+        heal = healing.backoff(table, prompt.ids[1:end])
+        if not heal.drop:
+            return prompt.ids, heal, None
+        return prompt.ids[:end - heal.drop] + prompt.ids[end:], heal, healing.PrefixConstraint.for_healing(table, heal)
 
     def complete(self, text: str, offset: int, settings: Settings,
                  cancel: threading.Event | None = None) -> Completion | None:
@@ -72,22 +92,24 @@ class CompletionEngine:
                                   _encodable(suffix), budget, settings.prefixShare)
         limit = settings.maxTokensMultiLine if ctx.multiline else settings.maxTokensSingleLine
         codec = self.model.codec
+        ids, heal, constraint = self._heal(prompt)
 
         def text_of(ids: list[int]) -> str:
-            return _drop_indent(codec.decode(ids), indent)
+            return _drop_indent(_unheal(codec.decode(ids), heal.text), indent)
 
+        extra = {"constraint": constraint} if constraint is not None else {}
         gen = self.model.lm.generate(
-            prompt.ids, max_new_tokens=limit, stop_ids=self.model.stop_ids, cancel=cancel,
-            stop_check=lambda ids: postprocess.stop_early(ctx, text_of(ids)))
+            ids, max_new_tokens=limit + heal.drop, stop_ids=self.model.stop_ids, cancel=cancel,
+            stop_check=lambda ids: postprocess.stop_early(ctx, text_of(ids)), **extra)
         decoded = codec.decode(gen.ids)
-        raw = _drop_indent(decoded, indent)
+        raw = text_of(gen.ids)
         sugg = postprocess.finish(ctx, raw, hit_token_limit=gen.stop_reason == "max_tokens")
         latency = (time.perf_counter() - t0) * 1000
-        log.debug("completion: %d prompt tokens (%d reused), %d generated in %.0f ms (prefill %.0f, decode %.0f), raw=%r",
-                  len(prompt.ids), gen.reused_tokens, len(gen.ids), latency, gen.prefill_s * 1e3,
-                  gen.decode_s * 1e3, raw[:200])
+        log.debug("completion: %d prompt tokens (%d reused, %d healed), %d generated in %.0f ms (prefill %.0f, "
+                  "decode %.0f), raw=%r", len(ids), gen.reused_tokens, heal.drop, len(gen.ids), latency,
+                  gen.prefill_s * 1e3, gen.decode_s * 1e3, raw[:200])
         result = Completion(sugg.text if sugg else "", sugg.replace_chars if sugg else 0, ctx.multiline,
-                            latency, len(prompt.ids), gen.reused_tokens, len(gen.ids),
+                            latency, len(ids), gen.reused_tokens, len(gen.ids),
                             logprobs=tuple(gen.logprobs), token_ids=tuple(gen.ids),
                             token_skip=len(decoded) - len(raw), prompt_start=prompt.prefix_start,
                             prompt_end=offset + prompt.suffix_end)
@@ -138,6 +160,15 @@ def _encodable(text: str) -> str:
         return text
     except UnicodeEncodeError:
         return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def _unheal(decoded: str, healed: str) -> str:
+    """The generated text after the part that rewrites the healed prompt tokens."""
+    if not healed or decoded.startswith(healed):
+        return decoded[len(healed):]
+    if healed.startswith(decoded):
+        return ""  # still writing the healed text
+    return decoded  # the decode loop did not honour the constraint: keep what it wrote
 
 
 def _drop_indent(text: str, indent: str) -> str:
