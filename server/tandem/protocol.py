@@ -50,6 +50,8 @@ SERVER_NOT_INITIALIZED = -32002
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 MAX_HEADER_BYTES = 8192
 SNIFF_BYTES = 4096
+IDLE_S = 0.5  # a pause inside a body this long: check whether Content-Length was too large
+IDLE_PARSE_LIMIT = 1 << 20
 READ_CHUNK = 1 << 16
 
 
@@ -107,21 +109,46 @@ class FrameParser:
         self.length = 0
         self.pending: FramingError | None = None  # the error of the message being skipped
         self.skip_from = 0
+        self.scanned = 0  # body bytes already searched for a header
+        self.idle_tried = False
         self.sniff = bytearray()
         self.skipped = 0  # garbage bytes dropped (statistics)
         self.errors = 0
 
     def feed(self, data: bytes) -> list:
         self.buf += data
+        self.idle_tried = False
         events: list = []
         while self._step(events):
             pass
         return events
 
+    def waiting_for_body(self) -> bool:
+        return self.state == "body" and bool(self.buf) and not self.idle_tried
+
+    def idle(self) -> list:
+        """The input paused inside a body. If what came is a whole JSON message, Content-Length
+        was too large (a valid body's prefix is never a complete message with more to come):
+        take it now rather than leave its request waiting for bytes that will not come."""
+        self.idle_tried = True
+        if self.state != "body" or not self.buf or len(self.buf) > IDLE_PARSE_LIMIT:
+            return []
+        try:
+            message = json.loads(bytes(self.buf))
+        except (ValueError, RecursionError):
+            return []
+        log.warning("a message came %d bytes short of its Content-Length (%d) and the input paused; "
+                    "read as it is", self.length - len(self.buf), self.length)
+        self.buf.clear()
+        self.state = "header"
+        return [message]
+
     def eof(self) -> list:
         events: list = []
         if self.state == "skip" and self.pending is not None:
             events.append(self.pending)
+        elif self.state == "body" and self.buf and (early := self.idle()):
+            events.extend(early)
         elif self.state == "body" and self.buf:
             events.append(FramingError(PARSE_ERROR, f"the input ended {self.length - len(self.buf)} bytes "
                                        f"short of a message's Content-Length ({self.length})"))
@@ -133,7 +160,19 @@ class FrameParser:
     # one step of the state machine; False when more input is needed
     def _step(self, events: list) -> bool:
         if self.state == "body":
-            if len(self.buf) < self.length:
+            buf, upto = self.buf, min(len(self.buf), self.length)
+            if upto > self.scanned:
+                # A header inside the body proves Content-Length too large: cut there now
+                # rather than wait for bytes that belong to later messages.
+                m = NEXT_HEADER.search(buf, max(0, self.scanned - KEEP_TAIL), upto)
+                if m is not None:
+                    body = bytes(buf[:m.start()])
+                    del buf[:m.start()]
+                    self.state = "header"
+                    self._body(body, events, declared=self.length)
+                    return True
+                self.scanned = upto
+            if len(buf) < self.length:
                 return False
             body = bytes(self.buf[:self.length])
             del self.buf[:self.length]
@@ -184,7 +223,7 @@ class FrameParser:
             return self._start_skip(FramingError(INVALID_REQUEST, f"a message of {length:,} bytes is over the "
                                                  f"{_mib(self.max_bytes)} limit (Content-Length; the message "
                                                  "was skipped)"))
-        self.state, self.length = "body", length
+        self.state, self.length, self.scanned, self.idle_tried = "body", length, 0, False
         return True
 
     def _garbage(self, events: list) -> bool:
@@ -225,9 +264,12 @@ class FrameParser:
         self.state = "header"
         return True
 
-    def _body(self, body: bytes, events: list) -> None:
+    def _body(self, body: bytes, events: list, declared: int | None = None) -> None:
         try:
             events.append(json.loads(body))
+            if declared is not None:
+                log.warning("a Content-Length was %d bytes too large; the next message was recovered",
+                            declared - len(body))
             return
         except (ValueError, RecursionError) as e:
             error = e
@@ -537,7 +579,7 @@ _current_protocol: TandemProtocol | None = None
 def protect_stdout():
     """The protocol gets its own copy of stdout; fd 1 and sys.stdout then point at stderr, so a
     stray print, a C library or a child process can never write into the protocol stream."""
-    out = os.fdopen(os.dup(1), "wb", buffering=0)
+    out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     return out
@@ -554,8 +596,18 @@ async def _serve(server, fd: int) -> int:
     if isinstance(writer, StdoutWriter):
         writer.on_broken = lambda: loop.call_soon_threadsafe(
             proto.on_exit, 0 if proto._shutdown else 1)
+    pending = None
     while True:
-        chunk = await reader.read()
+        if pending is None:
+            pending = asyncio.ensure_future(reader.read())
+        if parser.waiting_for_body():
+            done, _ = await asyncio.wait({pending}, timeout=IDLE_S)
+            if not done:
+                for event in parser.idle():
+                    proto.handle_raw(event)
+                continue
+        chunk = await pending
+        pending = None
         try:
             events = parser.feed(chunk) if chunk else parser.eof()
         except Exception:  # a bug in the parser must not end the session: start afresh

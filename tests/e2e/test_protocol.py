@@ -187,6 +187,13 @@ def test_invalid_json_and_non_objects(server):
     assert codes == [INVALID_REQUEST, INVALID_REQUEST, PARSE_ERROR, INVALID_REQUEST], server.null_responses
 
 
+def test_content_length_too_large_on_the_last_message_is_read_after_a_pause(server):
+    body = _req(970)
+    server.write(b"Content-Length: %d\r\n\r\n" % (len(body) + 500) + body)
+    _assert_answers(server, 970)  # not left waiting for 500 bytes that never come
+    assert server.alive()
+
+
 def test_one_message_split_across_many_writes(server):
     data = server.frame(_req(960))
     for i in range(len(data)):
