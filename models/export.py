@@ -21,6 +21,7 @@ VARIANTS = {
     "cpu-int8": {"precision": "int8 weight-only (MatMulNBits, block 32)", "device": "cpu", "bits": 8},
     "cpu-int4": {"precision": "int4 weight-only (MatMulNBits, block 32)", "device": "cpu", "bits": 4},
     "cuda-fp16": {"precision": "fp16", "device": "cuda"},
+    "cpu-fp32": {"precision": "fp32", "device": "cpu"},
 }
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "chat_template.jinja")

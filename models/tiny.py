@@ -32,8 +32,11 @@ from .finetune import FinetuneConfig
 NAME = "tandem-tiny-test"
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE / "data" / "tiny_corpus.py"
-CODE = [HERE / f for f in ("tiny.py", "finetune.py", "export.py", "common.py")]
-TOOLS = ("torch", "transformers", "optimum-onnx", "onnx", "onnxruntime", "tokenizers")
+CODE = [HERE / f for f in ("tiny.py", "finetune.py", "export.py", "common.py", "genai_build.py")]
+TOOLS = ("torch", "transformers", "optimum-onnx", "onnx", "onnxruntime", "onnxruntime-genai", "tokenizers")
+# What the trained checkpoint depends on (a subset): export changes reuse the trained weights.
+TRAIN_CODE = [HERE / "finetune.py"]
+TRAIN_TOOLS = ("torch", "transformers", "tokenizers")
 
 # Qwen2.5-Coder's names, so the tiny model goes through exactly the same code as the real one.
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|fim_prefix|>", "<|fim_middle|>",
@@ -89,16 +92,24 @@ def build_tiny_model(home: Path | None = None) -> Path:
     return final
 
 
-def digest() -> str:
-    h = hashlib.sha256()
-    for f in [*CODE, CORPUS]:
+def digest(files=None, tools=TOOLS, extra: str = "") -> str:
+    h = hashlib.sha256(extra.encode())
+    for f in [*(CODE if files is None else files), CORPUS]:
         h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
-    for tool in TOOLS:  # a new torch or exporter may give different weights or graphs
+    for tool in tools:  # a new torch or exporter may give different weights or graphs
         try:
             h.update(f"{tool}={metadata.version(tool)}\0".encode())
         except metadata.PackageNotFoundError:
             h.update(f"{tool}=none\0".encode())
     return h.hexdigest()
+
+
+def train_digest() -> str:
+    """Identity of the trained checkpoint: the training code, settings and corpus only."""
+    import inspect
+    recipe = repr((SPECIAL_TOKENS, SPLIT_PATTERN, CHAT_TEMPLATE, VOCAB_SIZE, ARCH, SEED, TRAIN,
+                   inspect.getsource(train_tokenizer), inspect.getsource(init_model), inspect.getsource(_train)))
+    return digest(TRAIN_CODE, TRAIN_TOOLS, recipe)
 
 
 @contextmanager
@@ -117,32 +128,46 @@ def _lock(path: Path):
 
 
 def _build(bundle: Path) -> None:
-    from .export import export_fp32, quantize_weight_only, write_bundle, write_variant_manifest
-    from .finetune import finetune
+    from .export import _dir_digest, export_fp32, write_bundle, write_variant_manifest
+    from .genai_build import build_genai
 
     bundle.mkdir(parents=True)
-    init_dir, hf_dir = bundle / "init", bundle / "hf"
+    hf_dir = bundle / "hf"
+    # The trained checkpoint is kept on its own key: changing only the export reuses it.
+    trained = bundle.parent / f"tiny-hf-{train_digest()[:16]}"
+    if not (trained / "config.json").exists():
+        tmp = bundle.parent / f".tmp-tiny-hf-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        _train(tmp)
+        tmp.rename(trained)
+    shutil.copytree(trained, hf_dir)
+
+    source = {"name": NAME, "kind": "tiny test model built by models/tiny.py"}
+    # The served variant comes from onnxruntime-genai's builder, as for the default model;
+    # cpu-fp32 (builder, float32) and onnx-fp32 (optimum-onnx, the other backend) let tests
+    # compare the two runtimes on the same weights.
+    digest = _dir_digest(hf_dir)
+    build_genai(hf_dir, bundle / "cpu-int8", "cpu-int8", digest)
+    build_genai(hf_dir, bundle / "cpu-fp32", "cpu-fp32", digest)
+    export_fp32(hf_dir, bundle / "onnx-fp32")
+    for name in ("cpu-int8", "cpu-fp32", "onnx-fp32"):
+        write_variant_manifest(bundle / name, name, hf_dir, source=source)
+    write_bundle(bundle, NAME, {"cpu": "cpu-int8"},
+                 notes="tiny test model: memorises models/data/tiny_corpus.py, nothing more")
+
+
+def _train(out: Path) -> None:
+    from .finetune import finetune
+
+    init_dir = out.with_name(out.name + "-init")
+    shutil.rmtree(init_dir, ignore_errors=True)
     with step("training the tiny tokenizer"):
         train_tokenizer(CORPUS.read_text(), init_dir)
     with step("initialising the tiny qwen2 model"):
         init_model(init_dir)
     with step("fine-tuning the tiny model on its corpus"):
-        finetune(init_dir, [CORPUS], hf_dir, TRAIN)
+        finetune(init_dir, [CORPUS], out, TRAIN)
     shutil.rmtree(init_dir)
-
-    source = {"name": NAME, "kind": "tiny test model built by models/tiny.py"}
-    variants = ["onnx-fp32"]
-    export_fp32(hf_dir, bundle / "onnx-fp32")
-    try:
-        quantize_weight_only(bundle / "onnx-fp32", bundle / "cpu-int8", bits=8)
-        variants.append("cpu-int8")
-    except Exception as e:  # the quantizer may refuse some shapes; fp32 still serves
-        log(f"int8 quantization failed ({e}); the tiny bundle serves fp32 on the CPU")
-        shutil.rmtree(bundle / "cpu-int8", ignore_errors=True)
-    for name in variants:
-        write_variant_manifest(bundle / name, name, hf_dir, source=source)
-    write_bundle(bundle, NAME, {"cpu": variants[-1]},
-                 notes="tiny test model: memorises models/data/tiny_corpus.py, nothing more")
 
 
 def train_tokenizer(corpus: str, out_dir: Path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 
 DEVICES = ("auto", "cuda", "cpu")
+MODEL_SIZES = ("auto", "0.5b", "1.5b")
 FUNCTION_PROMPTS = ("auto", "chat", "fim")
 
 
@@ -12,6 +13,7 @@ class Settings:
     enable: bool = True
     modelPath: str = ""  # empty: the default model built by `make model`
     device: str = "auto"  # auto: CUDA when a usable GPU is there, else CPU
+    modelSize: str = "auto"  # default model when modelPath is empty; auto: 1.5B on a GPU when built, else 0.5B
     maxTokensSingleLine: int = 32
     maxTokensMultiLine: int = 128
     contextTokens: int = 1536  # prompt budget for the text around the cursor
@@ -26,7 +28,7 @@ class Settings:
 
     def restart_needed(self, other: "Settings") -> bool:
         """Settings that change the loaded model, not just one request."""
-        return (self.modelPath, self.device) != (other.modelPath, other.device)
+        return (self.modelPath, self.device, self.modelSize) != (other.modelPath, other.device, other.modelSize)
 
 
 _LIMITS = {
@@ -39,7 +41,7 @@ _LIMITS = {
     "verifyTimeoutMs": (200, 120000),
     "maxTokensFunction": (16, 2048),
 }
-_CHOICES = {"device": DEVICES, "functionPrompt": FUNCTION_PROMPTS}
+_CHOICES = {"device": DEVICES, "functionPrompt": FUNCTION_PROMPTS, "modelSize": MODEL_SIZES}
 
 
 def parse_settings(raw: object, base: Settings | None = None) -> tuple[Settings, list[str]]:

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tandem.completion.prompt import FimIds, build_fim_prompt
-from tandem.model.runtime import Cancelled, Generation
+from tandem.model.backend import Cancelled, Generation
 from tandem.provenance.explain import (Explainer, ModelUnavailable, Request, chat_messages, clean_plain,
                                        plain_prompt, request_for)
 
@@ -40,7 +40,7 @@ class FakeLM:
         self.busy = threading.Lock()
         self.overlap = False
 
-    def generate(self, prompt, *, max_new_tokens, stop_ids, cancel=None, stop_check=None):
+    def generate(self, prompt, *, max_new_tokens, stop_ids, cancel=None, stop_check=None, slot="completion"):
         if not self.busy.acquire(blocking=False):
             self.overlap = True
             self.busy.acquire()

@@ -17,6 +17,7 @@ describe('package.json', () => {
       'tandem.enable': ['boolean', true],
       'tandem.modelPath': ['string', ''],
       'tandem.device': ['string', 'auto'],
+      'tandem.modelSize': ['string', 'auto'],
       'tandem.maxTokensSingleLine': ['integer', 32],
       'tandem.maxTokensMultiLine': ['integer', 128],
       'tandem.contextTokens': ['integer', 1536],
@@ -35,6 +36,7 @@ describe('package.json', () => {
       assert.equal(props[key].default, dflt, key);
     }
     assert.deepEqual(props['tandem.device'].enum, ['auto', 'cuda', 'cpu']);
+    assert.deepEqual(props['tandem.modelSize'].enum, ['auto', '0.5b', '1.5b']);
     assert.deepEqual(props['tandem.functionPrompt'].enum, ['auto', 'chat', 'fim']);
     assert.equal(props['tandem.prefixShare'].minimum, 0.1);
     assert.equal(props['tandem.prefixShare'].maximum, 0.9);

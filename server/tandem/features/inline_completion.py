@@ -17,7 +17,7 @@ import time
 
 from lsprotocol import types
 
-from ..model.runtime import Cancelled
+from ..model.backend import Cancelled
 from ..provenance.confidence import spans_of_ids
 from ..provenance.store import Generated
 from ..text import line_end, line_span, offset_at, position_at

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from ..completion.prompt import build_fim_prompt
 from ..model.loaded import LoadedModel
-from ..model.runtime import Sampling
+from ..model.backend import Sampling
 from ..text import line_span
 from ..provenance.confidence import spans_of_ids
 from .examples import Example, extract_examples
@@ -151,7 +151,7 @@ def generate_candidate(model: LoadedModel, job: FunctionJob, index: int, max_tok
         return _cut(codec.decode(ids), job.def_cols)[1]
 
     gen = model.lm.generate(job.prompt_ids, max_new_tokens=max_tokens, stop_ids=model.stop_ids,
-                            cancel=cancel, stop_check=stop, sampling=sampling)
+                            cancel=cancel, stop_check=stop, sampling=sampling, slot="function")
     raw = codec.decode(gen.ids)
     kept, _ = _cut(raw, job.def_cols)
     body_lines = _reindent(kept, job.stub.body_indent)

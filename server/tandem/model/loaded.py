@@ -1,6 +1,7 @@
 """A model ready to serve: ONNX session, tokenizer and special ids, chosen by device."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -10,7 +11,9 @@ from tokenizers import Tokenizer
 from ..completion.prompt import FimIds
 from .chat import ChatTemplate, ChatTemplateError
 from .loader import ModelError, ModelFiles, resolve_model
-from .runtime import CausalLM, choose_providers, debug_delay, default_threads
+from .backend import Backend, debug_delay, default_threads
+from .genai import GenaiLM, is_genai_model
+from .runtime import CausalLM, choose_providers
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +36,7 @@ class TextCodec:
 @dataclass
 class LoadedModel:
     files: ModelFiles
-    lm: CausalLM
+    lm: Backend
     codec: TextCodec
     fim: FimIds
     stop_ids: set[int]
@@ -60,12 +63,29 @@ class LoadedModel:
                 "device": self.device, "path": str(self.files.directory)}
 
 
-def load_model(path: str | None, device: str) -> LoadedModel:
-    """Load the model for `device` ('auto', 'cuda' or 'cpu'); ModelError says what went wrong."""
+# The pinned default models by size (models/manifests/); `auto` takes the larger one on a GPU
+# when it has been built there (`make model` builds it on machines with an NVIDIA GPU).
+DEFAULT_MODELS = {"0.5b": "qwen2.5-coder-0.5b-instruct", "1.5b": "qwen2.5-coder-1.5b-instruct"}
+
+
+def default_model_for(size: str, device: str) -> str | None:
+    """The directory of the default model of `size` ('auto', '0.5b', '1.5b') for `device`;
+    None for the built-in default (0.5B)."""
+    from .loader import tandem_home
+    if size == "auto":
+        big = tandem_home() / "models" / DEFAULT_MODELS["1.5b"]
+        return str(big) if device == "cuda" and (big / "cuda-fp16" / "genai_config.json").exists() else None
+    return str(tandem_home() / "models" / DEFAULT_MODELS[size]) if size in DEFAULT_MODELS else None
+
+
+def load_model(path: str | None, device: str, size: str = "auto") -> LoadedModel:
+    """Load the model for `device` ('auto', 'cuda' or 'cpu'); ModelError says what went wrong.
+    Without a `path`, the pinned default model of `size` (see `default_model_for`)."""
     if delay := debug_delay("load"):
         time.sleep(delay)
     providers, note = choose_providers(device)
     wanted = "cuda" if providers[0] == "CUDAExecutionProvider" else "cpu"
+    path = path or default_model_for(size, wanted)
     files = resolve_model(path, wanted)
     manifest = files.manifest
     try:
@@ -81,10 +101,16 @@ def load_model(path: str | None, device: str) -> LoadedModel:
         raise ModelError(f"The tokenizer {files.tokenizer} cannot be read ({e}); rebuild the model "
                          "with `make model`.") from None
     try:
-        lm = CausalLM(files.onnx, providers, default_threads())
+        lm = _open_backend(files, wanted, providers)
     except Exception as e:
-        raise ModelError(f"onnxruntime cannot load {files.onnx}: {str(e)[:300]}. The file is corrupt or "
-                         "incomplete; rebuild the model with `make model`.") from None
+        if wanted != "cuda":
+            raise ModelError(f"onnxruntime cannot load {files.onnx}: {str(e)[:300]}. The file is corrupt or "
+                             "incomplete; rebuild the model with `make model`.") from None
+        # A CUDA/cuDNN mismatch, or no GPU memory left: the CPU variant keeps serving.
+        log.warning("the GPU variant failed to load (%s); trying the CPU", e)
+        note = (f"A GPU was found but the model could not be loaded on it ({str(e)[:200]}); "
+                "running on the CPU.")
+        return dataclasses.replace(load_model(None if size == "auto" else path, "cpu", size), note=note)
     if wanted == "cuda" and lm.device != "cuda":
         note = "A GPU was found but onnxruntime could not use it (CUDA/cuDNN libraries?); running on the CPU."
     try:
@@ -92,5 +118,12 @@ def load_model(path: str | None, device: str) -> LoadedModel:
     except ChatTemplateError as e:  # completions still work; chat features say why they cannot
         log.warning("%s: %s", files.directory, e)
         chat = None
-    log.info("loaded %s on %s (%s)", files.label, lm.device, files.directory)
+    log.info("loaded %s on %s with %s (%s)", files.label, lm.device, type(lm).__name__, files.directory)
     return LoadedModel(files, lm, codec, fim, stop_ids, note, chat)
+
+
+def _open_backend(files: ModelFiles, device: str, providers: list[str]) -> Backend:
+    """onnxruntime-genai for graphs made by its builder, a raw session for optimum exports."""
+    if is_genai_model(files.directory):
+        return GenaiLM(files.directory, device, default_threads(), files.manifest.get("context_length"))
+    return CausalLM(files.onnx, providers, default_threads())

@@ -30,7 +30,7 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import PurePosixPath
 
-from ..model.runtime import Cancelled
+from ..model.backend import Cancelled
 
 log = logging.getLogger(__name__)
 
@@ -388,7 +388,7 @@ class Explainer:
 
         try:
             gen = model.lm.generate(prompt, max_new_tokens=n, stop_ids=model.stop_ids, cancel=cancel,
-                                    stop_check=check)
+                                    stop_check=check, slot="explain")
         except Cancelled:
             raise Cancelled(list(seen[0])) from None
         return gen.ids, gen.stop_reason

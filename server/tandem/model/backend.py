@@ -1,0 +1,194 @@
+"""The inference-backend seam: what completion, the docstring action and explanations ask of a
+model runtime, with nothing in it about which runtime answers.
+
+A backend turns a prompt (token ids) into generated token ids, one token at a time, and owns
+its KV caches. Everything above this module (completion/, generate/, provenance/) imports
+only the names defined here; the runtimes live behind it:
+
+- `genai.GenaiLM`: onnxruntime-genai's `Generator` over a graph made by its model builder
+  (fused GroupQueryAttention, the KV cache in place on the device, CUDA graphs for decode
+  steps on a GPU). The default.
+- `runtime.CausalLM`: a raw onnxruntime `InferenceSession` over an optimum-onnx export, for
+  architectures the builder does not know and for models built before it.
+
+Both share `decode_loop` below, so sampling, per-token logprobs, stop checks, constraints
+and cancellation behave the same whichever runtime runs the model.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+PREFILL_CHUNK = 256  # tokens per prefill pass: bounds the time to notice a cancel
+TOP_K_SCAN = 512  # sampling looks for the nucleus among this many most likely tokens
+
+# Cache slots: each keeps its own KV cache, so a docstring candidate or a background
+# explanation does not evict the prefix that the next keystroke's completion reuses.
+SLOTS = ("completion", "function", "explain")
+
+
+class Cancelled(Exception):
+    """The caller's cancellation flag was set; generation stopped early."""
+
+
+class BackendError(RuntimeError):
+    """The runtime itself failed (lost GPU, out of memory, broken graph): the only kind of
+    failure that makes the server switch device. Bugs elsewhere are not this."""
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Temperature and nucleus sampling; None in `generate` means greedy."""
+    temperature: float = 0.8
+    top_p: float = 0.95
+    seed: int = 0
+
+
+@dataclass
+class Generation:
+    ids: list[int]
+    logprobs: list[float]
+    stop_reason: str  # "stop_token", "stop_text", "max_tokens"
+    prompt_tokens: int
+    reused_tokens: int
+    prefill_s: float
+    decode_s: float
+    text: str = ""
+    timings: dict = field(default_factory=dict)
+
+
+class Constraint(Protocol):
+    """Restricts the next token, e.g. token healing: the first tokens must spell the
+    characters the prompt was backed off by."""
+
+    def allowed(self, generated: list[int]) -> np.ndarray | None:
+        """Token ids allowed next after `generated`, or None when anything goes."""
+
+
+class Backend(Protocol):
+    device: str  # "cpu" or "cuda"
+    supports_constraint: bool
+
+    def generate(self, prompt: list[int], *, max_new_tokens: int, stop_ids: set[int],
+                 cancel: threading.Event | None = None, stop_check: Callable[[list[int]], bool] | None = None,
+                 sampling: Sampling | None = None, constraint: Constraint | None = None,
+                 slot: str = "completion") -> Generation: ...
+
+    def forward_logits(self, ids: list[int]) -> np.ndarray:
+        """Logits of the positions the graph computes (every position, or the last one for
+        a graph built to skip the others) from an empty cache: parity checks use it."""
+
+    def clear_cache(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def debug_delay(name: str) -> float:
+    """Seconds of artificial delay from TANDEM_DEBUG_DELAYS (e.g. "load=2000,step=20", in ms).
+    Only tests set it: it makes slow models reproducible so cancellation can be proven."""
+    for part in os.environ.get("TANDEM_DEBUG_DELAYS", "").split(","):
+        key, _, value = part.partition("=")
+        if key.strip() == name:
+            try:
+                return max(0.0, float(value) / 1000)
+            except ValueError:
+                return 0.0
+    return 0.0
+
+
+def pick(last: np.ndarray, sampling: Sampling | None, rng: np.random.Generator | None) -> int:
+    """Greedy, or temperature + nucleus sampling, over one position's logits (float64)."""
+    if sampling is None or sampling.temperature <= 0:
+        return int(last.argmax())
+    z = last / sampling.temperature
+    p = np.exp(z - z.max())
+    p /= p.sum()
+    # The nucleus lies among the top few hundred tokens; sorting the whole vocabulary (150k
+    # for Qwen) every step would cost as much as a third of a decode step on a CPU.
+    k = min(len(p) - 1, TOP_K_SCAN)
+    top = np.argpartition(-p, k)[:k] if k > 0 else np.arange(len(p))
+    order = top[np.argsort(-p[top])]
+    keep = order[: int(np.searchsorted(np.cumsum(p[order]), sampling.top_p)) + 1]
+    q = p[keep] / p[keep].sum()
+    return int(keep[rng.choice(len(keep), p=q)])
+
+
+def common_prefix(cached: list[int], prompt: list[int]) -> int:
+    """How many leading prompt tokens a cache holding `cached` can keep; at least one prompt
+    token is always run, since its logits start the generation."""
+    limit = min(len(prompt) - 1, len(cached))
+    n = 0
+    while n < limit and cached[n] == prompt[n]:
+        n += 1
+    return n
+
+
+def decode_loop(prompt: list[int], reuse: int, feed: Callable[[list[int]], np.ndarray], *,
+                max_new_tokens: int, stop_ids: set[int], cancel: threading.Event,
+                stop_check=None, sampling: Sampling | None = None, constraint: Constraint | None = None,
+                step_delay: float = 0.0) -> Generation:
+    """Run `prompt[reuse:]` through `feed` (which appends tokens to the backend's cache and
+    returns the logits of the last one), then decode. The cancellation flag is checked
+    before every forward pass, so a cancelled request stops within one step."""
+    rng = np.random.default_rng(sampling.seed) if sampling else None
+    t0 = time.perf_counter()
+    logits = None
+    for start in range(reuse, len(prompt), PREFILL_CHUNK):
+        if cancel.is_set():
+            log.debug("cancelled during prefill at token %d of %d", start, len(prompt))
+            raise Cancelled()
+        logits = feed(prompt[start:start + PREFILL_CHUNK])
+    t1 = time.perf_counter()
+    ids: list[int] = []
+    logprobs: list[float] = []
+    reason = "max_tokens"
+    for step in range(max_new_tokens):
+        last = logits.astype(np.float64)
+        m = last.max()
+        log_z = m + np.log(np.exp(last - m).sum())
+        allowed = constraint.allowed(ids) if constraint is not None else None
+        if allowed is not None and len(allowed):
+            masked = np.full_like(last, -np.inf)
+            masked[allowed] = last[allowed]
+            tok = pick(masked, sampling, rng)
+        else:
+            tok = pick(last, sampling, rng)
+        if tok in stop_ids:
+            reason = "stop_token"
+            break
+        ids.append(tok)
+        logprobs.append(float(last[tok] - log_z))  # the model's own, before temperature or constraint
+        if stop_check is not None and stop_check(ids):
+            reason = "stop_text"
+            break
+        if step == max_new_tokens - 1:
+            break
+        if step_delay:
+            time.sleep(step_delay)
+        if cancel.is_set():
+            log.info("generation cancelled after %d new tokens", len(ids))
+            raise Cancelled()
+        logits = feed([tok])
+    t2 = time.perf_counter()
+    return Generation(ids, logprobs, reason, len(prompt), reuse, t1 - t0, t2 - t1)
+
+
+def gpu_present() -> bool:
+    """Is an NVIDIA driver loaded? Checked before asking a runtime for CUDA, so a machine
+    without a GPU never sees onnxruntime's missing-library errors."""
+    from pathlib import Path
+    return Path("/proc/driver/nvidia/version").exists() or Path("/dev/nvidia0").exists()
+
+
+def default_threads() -> int | None:
+    """Leave onnxruntime's choice (physical cores) unless TANDEM_THREADS says otherwise."""
+    v = os.environ.get("TANDEM_THREADS")
+    return int(v) if v and v.isdigit() and int(v) > 0 else None

@@ -1,0 +1,146 @@
+"""The default backend: onnxruntime-genai's `Generator` over a graph from its model builder.
+
+Why this runtime (measured; README "Serving speed"): the builder's graph fuses attention
+(GroupQueryAttention with rotary inside) and writes the KV cache in place in a buffer that
+stays on the device between steps and between requests; on a GPU the decode step replays a
+CUDA graph. Tandem keeps its own decode loop on top (`backend.decode_loop`): the generator
+appends tokens and hands back the last position's logits; sampling, per-token logprobs,
+stop checks, constraints and cancellation are Tandem's, the same for every backend.
+
+Each cache slot (completion, function, explain) is its own `Generator`, so their prefixes do
+not evict each other. A new prompt rewinds its slot to the tokens it shares with the last
+one (`rewind_to`) and runs only the rest.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .backend import BackendError, Generation, Sampling, common_prefix, debug_delay, decode_loop
+from .runtime import preload_cuda_libraries
+
+log = logging.getLogger(__name__)
+
+CONFIG_NAME = "genai_config.json"
+# KV buffer per slot, in tokens, grown (to the model's context length at most) when a prompt
+# needs more. Every slot holds one such buffer: 0.5B, fp32 on a CPU: 24 KiB per token.
+DEFAULT_MAX_LENGTH = {"cpu": 4096, "cuda": 8192}
+
+
+def _og():
+    import onnxruntime_genai as og
+    return og
+
+
+def is_genai_model(directory: Path) -> bool:
+    return (Path(directory) / CONFIG_NAME).is_file()
+
+
+@dataclass
+class _Slot:
+    generator: object
+    max_length: int
+    ids: list[int] = field(default_factory=list)
+
+
+class GenaiLM:
+    supports_constraint = True
+
+    def __init__(self, directory: Path, device: str, threads: int | None = None, context_length: int | None = None):
+        if device == "cuda":
+            preload_cuda_libraries()
+        og = _og()
+        config = og.Config(str(directory))
+        config.clear_providers()
+        if device == "cuda":
+            config.append_provider("cuda")
+            # Decode steps (one token) replay a captured CUDA graph: launches cost nothing.
+            config.set_provider_option("cuda", "enable_cuda_graph", "1")
+        if threads:
+            config.overlay(json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": threads}}}}))
+        self.model = og.Model(config)
+        self.directory = Path(directory)
+        self.device = "cuda" if device == "cuda" else "cpu"
+        with open(self.directory / CONFIG_NAME) as f:  # the graph's own limit (rotary cache size)
+            graph_limit = int(json.load(f)["model"].get("context_length") or 32768)
+        self.context_length = min(int(context_length or graph_limit), graph_limit)
+        self._lock = threading.Lock()  # one decode at a time
+        self._slots: dict[str, _Slot] = {}
+        self._step_delay = debug_delay("step")
+
+    # -- cache slots -------------------------------------------------------------------
+    def _new_slot(self, max_length: int) -> _Slot:
+        og = _og()
+        params = og.GeneratorParams(self.model)
+        params.set_search_options(max_length=max_length, do_sample=False)
+        return _Slot(og.Generator(self.model, params), max_length)
+
+    def _slot(self, name: str, needed: int) -> _Slot:
+        slot = self._slots.get(name)
+        if slot is None or slot.max_length < needed:
+            size = min(DEFAULT_MAX_LENGTH[self.device], self.context_length)
+            while size < needed:
+                size *= 2
+            size = min(size, self.context_length)
+            if size < needed:
+                raise ValueError(f"prompt and answer need {needed} tokens; the model's context is {self.context_length}")
+            self._slots.pop(name, None)  # free the old buffer before taking a larger one
+            slot = self._slots[name] = self._new_slot(size)
+        return slot
+
+    def clear_cache(self) -> None:
+        with self._lock:
+            self._slots.clear()
+
+    def close(self) -> None:
+        self.clear_cache()
+        self.model = None
+
+    # -- forward passes ---------------------------------------------------------------
+    @staticmethod
+    def _append(slot: _Slot, ids: list[int]) -> np.ndarray:
+        try:
+            slot.generator.append_tokens(np.asarray(ids, dtype=np.int32))
+            logits = slot.generator.get_logits()
+        except Exception as e:  # the runtime's own failure: out of memory, lost device
+            slot.ids = []  # its cache can no longer be trusted
+            raise BackendError(str(e)) from e
+        slot.ids.extend(ids)
+        return logits[0, -1]
+
+    def forward_logits(self, ids: list[int]) -> np.ndarray:
+        """Logits of the prompt's last position from an empty cache (the serving graph is built
+        to compute no other position), as a [1, vocab] array."""
+        with self._lock:
+            slot = self._new_slot(max(len(ids) + 1, 16))
+            slot.generator.append_tokens(np.asarray(ids, dtype=np.int32))
+            return np.array(slot.generator.get_logits()[0, -1:], dtype=np.float32)
+
+    # -- generation ---------------------------------------------------------------------
+    def generate(self, prompt: list[int], *, max_new_tokens: int, stop_ids: set[int],
+                 cancel: threading.Event | None = None, stop_check=None,
+                 sampling: Sampling | None = None, constraint=None, slot: str = "completion") -> Generation:
+        if not prompt:
+            raise ValueError("empty prompt")
+        cancel = cancel or threading.Event()
+        with self._lock:
+            s = self._slot(slot, len(prompt) + max_new_tokens + 1)
+            reuse = common_prefix(s.ids, prompt)
+            if reuse < len(s.ids):
+                try:
+                    s.generator.rewind_to(reuse)
+                except Exception as e:
+                    raise BackendError(str(e)) from e
+                del s.ids[reuse:]
+            t0 = time.perf_counter()
+            gen = decode_loop(prompt, reuse, lambda ids: self._append(s, ids), max_new_tokens=max_new_tokens,
+                              stop_ids=stop_ids, cancel=cancel, stop_check=stop_check, sampling=sampling,
+                              constraint=constraint, step_delay=self._step_delay)
+            gen.timings["total_s"] = time.perf_counter() - t0
+            return gen

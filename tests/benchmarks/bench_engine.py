@@ -1,0 +1,227 @@
+"""Benchmark: Tandem's serving engine against its peers, side by side, on one machine.
+
+    .venv/bin/python tests/benchmarks/bench_engine.py [--model DIR] [--device cpu|cuda]
+        [--prompt-tokens 1024] [--new-tokens 32] [--repeats 5]
+
+Same weights, same prompt, greedy, medians of --repeats (each engine run interleaved with
+the others, so a busy machine slows them alike):
+
+- tandem: the server's backend (tandem.model) and decode loop, as the editor features use it;
+  a cold cache each time, then "one more token" (a prompt one token longer, KV reused).
+- genai-native: onnxruntime-genai's own loop (`generate_next_token`, token chosen on the
+  device) over the same graph: what the runtime can do without Tandem's Python loop.
+- tandem-optimum: the older backend (raw onnxruntime session, optimum-onnx export), when the
+  bundle has an `onnx-fp32`/`cpu-int8` optimum variant (`--optimum DIR`).
+- torch: transformers `generate` on the Hugging Face checkpoint (fp16 on CUDA, fp32 on CPU).
+
+llama.cpp is not compared here: llama-cpp-python has no binary wheel on PyPI, and building it
+from source is beyond these machines' setup budget (README gives earlier figures for it).
+
+Prints time to first token, decode ms/token, prompt+N total, and each peer's ratio to Tandem.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "server"))
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+
+def real_prompt(tokenizer_json: Path | None, n: int, vocab: int) -> list[int]:
+    """`n` tokens of real Python (the standard library's source), or in-vocabulary ids."""
+    if tokenizer_json and tokenizer_json.exists():
+        from tokenizers import Tokenizer
+        import argparse as a, inspect, shutil, textwrap  # noqa: E401
+        tok = Tokenizer.from_file(str(tokenizer_json))
+        text = "".join(Path(m.__file__).read_text() for m in (a, inspect, shutil, textwrap))
+        ids = tok.encode(text, add_special_tokens=False).ids
+        if len(ids) >= n and max(ids[:n]) < vocab:
+            return ids[:n]
+    return [int(x) for x in np.random.default_rng(0).integers(100, min(vocab, 30000), n)]
+
+
+def sync(device: str):
+    if device == "cuda":
+        try:
+            import torch
+            torch.cuda.synchronize()
+        except Exception:
+            pass
+
+
+class Tandem:
+    name = "tandem"
+
+    def __init__(self, variant: Path, device: str):
+        from tandem.model.genai import GenaiLM, is_genai_model
+        from tandem.model.runtime import CausalLM
+        if is_genai_model(variant):
+            self.lm = GenaiLM(variant, device)
+        else:
+            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
+            self.lm = CausalLM(variant / "model.onnx", providers)
+        self.device = self.lm.device
+
+    def run(self, prompt: list[int], new: int) -> dict:
+        self.lm.clear_cache()
+        t0 = time.perf_counter()
+        g = self.lm.generate(prompt, max_new_tokens=1, stop_ids=set())
+        ttft = time.perf_counter() - t0
+        self.lm.clear_cache()
+        t0 = time.perf_counter()
+        g = self.lm.generate(prompt, max_new_tokens=new, stop_ids=set())
+        total = time.perf_counter() - t0
+        # One more token of prompt (what typing one character usually adds): KV reused.
+        t0 = time.perf_counter()
+        self.lm.generate(prompt + [g.ids[0]], max_new_tokens=new, stop_ids=set())
+        more = time.perf_counter() - t0
+        return {"ttft": ttft, "total": total, "decode_per_token": g.decode_s / max(len(g.ids) - 1, 1),
+                "one_more": more}
+
+
+class GenaiNative:
+    name = "genai-native"
+
+    def __init__(self, variant: Path, device: str):
+        import onnxruntime_genai as og
+        self.og = og
+        config = og.Config(str(variant))
+        config.clear_providers()
+        if device == "cuda":
+            config.append_provider("cuda")
+            config.set_provider_option("cuda", "enable_cuda_graph", "1")
+        self.model = og.Model(config)
+
+    def run(self, prompt: list[int], new: int) -> dict:
+        og = self.og
+        params = og.GeneratorParams(self.model)
+        params.set_search_options(max_length=len(prompt) + new + 8, do_sample=False)
+        gen = og.Generator(self.model, params)
+        t0 = time.perf_counter()
+        gen.append_tokens(np.asarray(prompt, dtype=np.int32))
+        gen.generate_next_token()
+        gen.get_next_tokens()
+        ttft = time.perf_counter() - t0
+        for _ in range(new - 1):
+            gen.generate_next_token()
+        gen.get_next_tokens()
+        total = time.perf_counter() - t0
+        # One more token of prompt, reusing the cache (rewind, append two tokens).
+        gen.rewind_to(len(prompt))
+        t1 = time.perf_counter()
+        gen.append_tokens(np.asarray([prompt[-1]], dtype=np.int32))
+        for _ in range(new):
+            gen.generate_next_token()
+        gen.get_next_tokens()
+        more = time.perf_counter() - t1
+        del gen
+        return {"ttft": ttft, "total": total, "decode_per_token": (total - ttft) / (new - 1), "one_more": more}
+
+
+class Torch:
+    name = "torch"
+
+    def __init__(self, hf: Path, device: str):
+        import torch
+        from transformers import AutoModelForCausalLM
+        self.torch, self.device = torch, device
+        dtype = torch.float16 if device == "cuda" else torch.float32
+        self.model = AutoModelForCausalLM.from_pretrained(hf, dtype=dtype).to(device).eval()
+
+    def run(self, prompt: list[int], new: int) -> dict:
+        torch = self.torch
+        ids = torch.tensor([prompt], device=self.device)
+        kw = dict(attention_mask=torch.ones_like(ids), do_sample=False, pad_token_id=0)
+        with torch.no_grad():
+            sync(self.device)
+            t0 = time.perf_counter()
+            self.model.generate(ids, max_new_tokens=1, **kw)
+            sync(self.device)
+            ttft = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            self.model.generate(ids, max_new_tokens=new, min_new_tokens=new, **kw)
+            sync(self.device)
+            total = time.perf_counter() - t0
+        return {"ttft": ttft, "total": total, "decode_per_token": (total - ttft) / (new - 1), "one_more": None}
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", type=Path, help="bundle or variant dir (default: the built default model)")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--hf", type=Path, help="Hugging Face checkpoint for torch (default: the bundle's hf/)")
+    ap.add_argument("--optimum", type=Path, help="an optimum-onnx variant dir to compare (the older backend)")
+    ap.add_argument("--prompt-tokens", type=int, default=1024)
+    ap.add_argument("--new-tokens", type=int, default=32)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--skip", default="", help="comma-separated engines to leave out")
+    ap.add_argument("--json", type=Path, help="also write the figures here")
+    a = ap.parse_args(argv)
+
+    from tandem.model.loader import default_model_path, resolve_model
+    root = a.model or default_model_path()
+    variant = root if (root / "tandem-model.json").exists() and not (root / "tandem-bundle.json").exists() \
+        else resolve_model(root, a.device).directory
+    hf = a.hf or (variant.parent / "hf")
+    manifest = json.loads((variant / "tandem-model.json").read_text()) if (variant / "tandem-model.json").exists() else {}
+    vocab = int((manifest.get("architecture") or {}).get("vocab_size") or 151936)
+    prompt = real_prompt(variant / "tokenizer.json", a.prompt_tokens, vocab)
+    skip = set(filter(None, a.skip.split(",")))
+
+    engines = [Tandem(variant, a.device)]
+    if "genai-native" not in skip and (variant / "genai_config.json").exists():
+        engines.append(GenaiNative(variant, a.device))
+    if a.optimum and "tandem-optimum" not in skip:
+        e = Tandem(a.optimum, a.device)
+        e.name = "tandem-optimum"
+        engines.append(e)
+    if "torch" not in skip and (hf / "config.json").exists():
+        engines.append(Torch(hf, a.device))
+
+    for e in engines:  # warm-up: kernels, CUDA graph capture, allocator
+        e.run(prompt, a.new_tokens)
+    runs = {e.name: [] for e in engines}
+    for _ in range(a.repeats):
+        for e in engines:
+            runs[e.name].append(e.run(prompt, a.new_tokens))
+
+    med = {name: {k: (statistics.median(r[k] for r in rs) if rs[0][k] is not None else None)
+                  for k in rs[0]} for name, rs in runs.items()}
+    machine = machine_line(a.device)
+    print(f"\n{machine}\nmodel {variant} ({manifest.get('precision', '?')}), {a.device}; prompt {len(prompt)} tokens "
+          f"+ {a.new_tokens} greedy tokens; medians of {a.repeats}")
+    print(f"{'engine':<16}{'first token':>14}{'decode/token':>15}{'prompt+N':>12}{'+1 token':>12}   vs tandem (prompt+N)")
+    base = med["tandem"]["total"]
+    for name, m in med.items():
+        more = f"{m['one_more'] * 1e3:9.1f} ms" if m["one_more"] is not None else "        -   "
+        print(f"{name:<16}{m['ttft'] * 1e3:11.1f} ms{m['decode_per_token'] * 1e3:12.2f} ms{m['total'] * 1e3:9.1f} ms"
+              f"{more}   x{m['total'] / base:.2f}")
+    out = {"machine": machine, "model": str(variant), "device": a.device, "prompt_tokens": len(prompt),
+           "new_tokens": a.new_tokens, "repeats": a.repeats, "medians": med}
+    if a.json:
+        a.json.write_text(json.dumps(out, indent=1))
+    return out
+
+
+def machine_line(device: str) -> str:
+    cpu = f"{os.cpu_count()} CPUs"
+    if device == "cuda":
+        try:
+            import torch
+            return f"machine: {torch.cuda.get_device_name(0)}, {cpu}"
+        except Exception:
+            pass
+    return f"machine: {cpu}, no GPU used"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,158 @@
+"""The two inference backends behind the seam (tandem/model/backend.py), on the tiny real model:
+onnxruntime-genai over the builder's graph (the default) and a raw onnxruntime session over
+the optimum export. Same weights, so they must agree; and the serving behaviour the editor
+features rely on (KV reuse, cache slots, cancellation, sampling, constraints) must hold."""
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tandem.model import genai
+from tandem.model.backend import BackendError, Cancelled, Sampling
+from tandem.model.genai import GenaiLM
+from tandem.model.loaded import TextCodec, load_model
+from tandem.model.runtime import CausalLM
+
+PROMPTS = ["def add(a, b):\n    ", "class Stack:\n    def __init__(self):\n        ", "import os\n\ndef "]
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model: Path):
+    manifest = json.loads((tiny_model / "cpu-fp32" / "tandem-model.json").read_text())
+    from tokenizers import Tokenizer
+    codec = TextCodec(Tokenizer.from_file(str(tiny_model / "cpu-fp32" / "tokenizer.json")))
+    fim = manifest["tokenizer"]["fim_ids"]
+    stop = set(manifest["tokenizer"]["stop_ids"])
+
+    def fim_prompt(prefix: str, suffix: str = "") -> list[int]:
+        return [fim["prefix"], *codec.encode(prefix), fim["suffix"], *codec.encode(suffix), fim["middle"]]
+    return tiny_model, fim_prompt, stop
+
+
+def test_genai_graph_agrees_with_the_optimum_export(tiny):
+    bundle, fim_prompt, stop = tiny
+    g = GenaiLM(bundle / "cpu-fp32", "cpu")
+    o = CausalLM(bundle / "onnx-fp32" / "model.onnx", ["CPUExecutionProvider"])
+    for text in PROMPTS:
+        ids = fim_prompt(text)
+        last_g = g.forward_logits(ids)
+        last_o = o.forward_logits(ids)[-1:]
+        assert last_g.shape == last_o.shape  # the builder's graph computes the last position only
+        assert np.abs(last_g - last_o).max() < 1e-3
+        a = g.generate(ids, max_new_tokens=24, stop_ids=stop)
+        b = o.generate(ids, max_new_tokens=24, stop_ids=stop)
+        assert a.ids == b.ids and a.ids, text
+        assert np.allclose(a.logprobs, b.logprobs, atol=1e-3)
+
+
+def test_default_bundle_serves_with_genai(tiny_model: Path):
+    model = load_model(str(tiny_model), "cpu")
+    assert isinstance(model.lm, GenaiLM) and model.device == "cpu"
+    ids = [model.fim.prefix, *model.codec.encode("def add(a, b):\n    "), model.fim.suffix, model.fim.middle]
+    gen = model.lm.generate(ids, max_new_tokens=12, stop_ids=model.stop_ids)
+    assert model.codec.decode(gen.ids).startswith("return a + b")
+
+
+def test_kv_reuse_between_requests_gives_the_same_tokens(tiny):
+    bundle, fim_prompt, stop = tiny
+    warm, cold = GenaiLM(bundle / "cpu-int8", "cpu"), GenaiLM(bundle / "cpu-int8", "cpu")
+    first = fim_prompt("class Stack:\n    def __init__(self):\n        self.items = []\n\n    def push(self, item):\n        ")
+    warm.generate(first, max_new_tokens=8, stop_ids=stop)
+    # One more typed character: the prompt shares everything up to the cursor.
+    second = fim_prompt("class Stack:\n    def __init__(self):\n        self.items = []\n\n    def push(self, item):\n        s")
+    a = warm.generate(second, max_new_tokens=16, stop_ids=stop)
+    b = cold.generate(second, max_new_tokens=16, stop_ids=stop)
+    assert a.reused_tokens > len(second) // 2 and b.reused_tokens == 0
+    assert a.ids == b.ids
+    # A prompt that diverges early rewinds the cache and still decodes correctly.
+    third = fim_prompt("import os\n\ndef ")
+    assert warm.generate(third, max_new_tokens=16, stop_ids=stop).ids == cold.generate(
+        third, max_new_tokens=16, stop_ids=stop).ids
+
+
+def test_cache_slots_do_not_evict_each_other(tiny):
+    bundle, fim_prompt, stop = tiny
+    lm = GenaiLM(bundle / "cpu-int8", "cpu")
+    completion = fim_prompt("def add(a, b):\n    ")
+    lm.generate(completion, max_new_tokens=4, stop_ids=stop, slot="completion")
+    lm.generate(fim_prompt("import os\n\ndef "), max_new_tokens=4, stop_ids=stop, slot="explain")
+    again = lm.generate(completion, max_new_tokens=4, stop_ids=stop, slot="completion")
+    assert again.reused_tokens == len(completion) - 1  # only the last prompt token is re-run
+
+
+@pytest.mark.parametrize("backend", ["genai", "optimum"])
+def test_cancel_stops_within_one_step(tiny, backend):
+    bundle, fim_prompt, stop = tiny
+    lm = GenaiLM(bundle / "cpu-int8", "cpu") if backend == "genai" else CausalLM(
+        bundle / "onnx-fp32" / "model.onnx", ["CPUExecutionProvider"])
+    cancel = threading.Event()
+    seen = []
+
+    def stop_check(ids):  # the editor cancels while the third token is being produced
+        seen.append(len(ids))
+        if len(ids) == 3:
+            cancel.set()
+        return False
+    with pytest.raises(Cancelled):
+        lm.generate(fim_prompt("import os\n\ndef "), max_new_tokens=50, stop_ids=set(), cancel=cancel,
+                    stop_check=stop_check)
+    assert seen == [1, 2, 3]
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(Cancelled):  # before the prefill's first pass
+        lm.generate(fim_prompt("x = 1\n"), max_new_tokens=5, stop_ids=set(), cancel=cancel)
+    # The backend still serves after a cancel, from a cache it can trust.
+    ok = lm.generate(fim_prompt("def add(a, b):\n    "), max_new_tokens=6, stop_ids=stop)
+    assert ok.ids
+
+
+def test_seeded_sampling_repeats_and_logprobs_are_the_models(tiny):
+    bundle, fim_prompt, stop = tiny
+    lm = GenaiLM(bundle / "cpu-int8", "cpu")
+    ids = fim_prompt("import os\n\ndef ")
+    s = Sampling(temperature=1.5, top_p=1.0, seed=7)
+    a = lm.generate(ids, max_new_tokens=12, stop_ids=set(), sampling=s)
+    b = lm.generate(ids, max_new_tokens=12, stop_ids=set(), sampling=s)
+    assert a.ids == b.ids and len(a.ids) == 12
+    assert all(lp <= 0 for lp in a.logprobs) and len(a.logprobs) == len(a.ids)
+
+
+def test_constraint_restricts_the_next_tokens(tiny):
+    bundle, fim_prompt, stop = tiny
+    lm = GenaiLM(bundle / "cpu-int8", "cpu")
+    ids = fim_prompt("def add(a, b):\n    ")
+    free = lm.generate(ids, max_new_tokens=3, stop_ids=stop)
+
+    class FirstTwo:  # force two tokens the model would not choose, then let it go
+        forced = [t for t in range(20, 40) if t not in free.ids][:2]
+
+        def allowed(self, generated):
+            return np.array([self.forced[len(generated)]]) if len(generated) < 2 else None
+    got = lm.generate(ids, max_new_tokens=4, stop_ids=stop, constraint=FirstTwo())
+    assert got.ids[:2] == FirstTwo.forced
+
+
+def test_slot_grows_for_long_prompts_and_refuses_past_the_context(tiny, monkeypatch):
+    bundle, fim_prompt, stop = tiny
+    monkeypatch.setitem(genai.DEFAULT_MAX_LENGTH, "cpu", 64)
+    lm = GenaiLM(bundle / "cpu-int8", "cpu", context_length=2048)
+    short = fim_prompt("x = 1\n")
+    lm.generate(short, max_new_tokens=4, stop_ids=stop)
+    assert lm._slots["completion"].max_length == 64
+    long = fim_prompt("x = 1\n" * 60)
+    assert lm.generate(long, max_new_tokens=4, stop_ids=stop).prompt_tokens == len(long)
+    assert lm._slots["completion"].max_length >= len(long) + 4
+    with pytest.raises(ValueError, match="context"):
+        lm.generate(fim_prompt("x = 1\n" * 600), max_new_tokens=4, stop_ids=stop)
+
+
+def test_a_runtime_failure_is_a_backend_error(tiny):
+    bundle, fim_prompt, stop = tiny
+    lm = GenaiLM(bundle / "cpu-int8", "cpu")
+    with pytest.raises(BackendError):
+        lm.generate([10**6], max_new_tokens=2, stop_ids=stop)  # a token id outside the vocabulary
+    assert lm.generate(fim_prompt("def add(a, b):\n    "), max_new_tokens=4, stop_ids=stop).ids
