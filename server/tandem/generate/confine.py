@@ -11,8 +11,8 @@ Three layers, each best-effort (the child reports which ones took):
 - **Capabilities**: all dropped (effective, permitted, inheritable, ambient, bounding set)
   and the securebits locked, so uid 0 means nothing special any more; `no_new_privs` set.
 - **seccomp-bpf**: a deny-list filter written here, not with libseccomp. Why by hand: the
-  filter is ~150 instructions of a fixed shape (arch check, a compare per syscall, three
-  argument checks), the child must not depend on a system package (libseccomp.so, python3-
+  filter is about 350 instructions of a fixed shape (arch check, a compare per syscall, a
+  few first-argument checks: "this process only", "threads only"), the child must not depend on a system package (libseccomp.so, python3-
   seccomp) or on a compiled wheel being installable on the user's machine, and the PyPI
   bindings (`seccomp`, `pyseccomp`) either need a C build or wrap that same system library.
   Deny-list rather than allow-list: the interpreter and any extension module the file
