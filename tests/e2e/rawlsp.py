@@ -153,13 +153,23 @@ class RawServer:
             return [n["params"]["message"] for n in self.notifications if n["method"] == "window/logMessage"]
 
     # -- session ------------------------------------------------------------------------
-    def initialize(self, capabilities: dict | None = None, timeout: float = TIMEOUT) -> dict:
+    def initialize(self, capabilities: dict | None = None, timeout: float = TIMEOUT, settings: dict | None = None) -> dict:
         caps = capabilities if capabilities is not None else {}
-        result = self.call("initialize", {"processId": os.getpid(), "rootUri": None, "capabilities": caps},
-                           timeout)
+        params = {"processId": os.getpid(), "rootUri": None, "capabilities": caps}
+        if settings is not None:
+            params["initializationOptions"] = {"tandem": settings}
+        result = self.call("initialize", params, timeout)
         assert "result" in result, result
         self.notify("initialized", {})
         return result
+
+    def state(self) -> str | None:
+        with self._cond:
+            states = [n["params"].get("state") for n in self.notifications if n["method"] == "tandem/status"]
+        return states[-1] if states else None
+
+    def wait_for_state(self, state: str, timeout: float = 60) -> None:
+        self.wait_for(lambda: self.state() == state, timeout, f"status {state!r} (last: {self.state()!r})")
 
     def open(self, uri: str, text: str, version: int = 1) -> None:
         self.notify("textDocument/didOpen", {"textDocument": {"uri": uri, "languageId": "python",

@@ -93,3 +93,41 @@ async def test_disabled_returns_nothing(tiny_model):
         await s.set_settings({"modelPath": str(tiny_model), "enable": True})
         await s.wait_for(lambda: s.state == "ready", what="re-enabled")
         assert (await s.complete(URI, 1, 4)).items
+
+
+# -- issue 13: the protocol layer with a real model -------------------------------------------
+async def test_lone_cr_before_the_cursor_gives_the_right_range(tiny_model):
+    """LSP counts a lone \\r as a line end: the completion's range starts where the cursor is."""
+    from .harness import apply_inline
+
+    text = "x = 1\rdef add(a, b):\r\n    "
+    async with tandem(settings={"modelPath": str(tiny_model)}) as s:
+        await s.wait_for_state("ready")
+        s.open(URI, text)
+        result = await s.complete(URI, 2, 4)
+        assert result.items
+        item = result.items[0]
+        assert (item.range.start.line, item.range.start.character) == (2, 4)
+        assert apply_inline(text, item).startswith(text)
+
+
+def test_cancelled_completion_is_answered_request_cancelled(tiny_model, tmp_path):
+    """$/cancelRequest on a running completion: answered -32800 at once (raw stdio)."""
+    import time
+
+    from .rawlsp import RawServer
+
+    with RawServer(home=tmp_path, env={"TANDEM_DEBUG_DELAYS": "step=300"}) as s:
+        s.initialize(settings={"modelPath": str(tiny_model)})
+        s.wait_for_state("ready")
+        s.open(URI, "def add(a, b):\n    ")
+        rid = s.request("textDocument/inlineCompletion", {"textDocument": {"uri": URI},
+                                                         "position": {"line": 1, "character": 4},
+                                                         "context": {"triggerKind": 1}})
+        time.sleep(0.5)
+        start = time.monotonic()
+        s.notify("$/cancelRequest", {"id": rid})
+        r = s.response(rid, 10)
+        assert r["error"]["code"] == -32800, r
+        assert time.monotonic() - start < 1.0
+        assert s.alive()
