@@ -274,9 +274,10 @@ class FrameParser:
         except (ValueError, RecursionError) as e:
             error = e
         # Not JSON. If the next message's header is inside, Content-Length was too large:
-        # read what comes before it as this message and put the rest back.
-        m = NEXT_HEADER.search(body)
-        if m is not None:
+        # read what comes before it as this message and put the rest back. (The header may
+        # run past the declared end: look at the bytes already read after it too.)
+        m = NEXT_HEADER.search(body + bytes(self.buf[:KEEP_TAIL]))
+        if m is not None and m.start() < len(body):
             self.buf[:0] = body[m.start():]
             head = body[:m.start()]
             try:
@@ -357,6 +358,16 @@ class TandemProtocol(LanguageServerProtocol):
     @property
     def transport_open(self) -> bool:
         return self.writer is not None and not getattr(self.writer, "closed", False)
+
+    def _execute_handler(self, msg_id, handler, callback, args=None, kwargs=None):
+        """pygls keeps the future of every notification (didChange, ...) in _request_futures
+        forever (only a request's answer removes its entry): drop each one when it is done."""
+        def done(future, callback=callback):
+            if self._request_futures.get(msg_id) is future:
+                del self._request_futures[msg_id]
+            callback(future)
+
+        super()._execute_handler(msg_id, handler, done, args, kwargs)
 
     # -- sending ----------------------------------------------------------------------------
     def send_error(self, msg_id, code: int, message: str) -> None:

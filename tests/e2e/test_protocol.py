@@ -115,9 +115,10 @@ def test_content_length_too_small_is_answered_and_the_next_message_read(server):
     assert server.alive()
 
 
-def test_content_length_too_large_recovers_both_messages(server):
+@pytest.mark.parametrize("extra", [1, 10, 19, 25, 40, 60])  # the next header before, across, after the declared end
+def test_content_length_too_large_recovers_both_messages(server, extra):
     body = _req(910)
-    server.write(b"Content-Length: %d\r\n\r\n" % (len(body) + 40) + body + server.frame(_req(911)))
+    server.write(b"Content-Length: %d\r\n\r\n" % (len(body) + extra) + body + server.frame(_req(911)))
     _assert_answers(server, 910)
     _assert_answers(server, 911)
     assert server.alive()
@@ -295,3 +296,41 @@ def test_2000_random_edits_over_stdio_stay_in_sync(tmp_path, encoding):
             state = s.call("tandem/documentState", {"textDocument": {"uri": URI}})["result"]
             assert state["text"] == text, f"diverged in batch {batch}"
             assert state["version"] == batch * 500 + 501
+
+
+def test_notifications_leave_nothing_behind():
+    """pygls kept a future per notification for ever (10,000 edits: 10,000 futures): in-process."""
+    import asyncio
+
+    from tandem.server import create_server
+
+    server = create_server()
+    proto = server.protocol
+
+    class Sink:
+        closed = False
+
+        def write(self, data):
+            pass
+
+        def close(self):
+            pass
+
+    proto.set_writer(Sink())
+
+    async def run():
+        proto.handle_raw({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                          "params": {"processId": None, "capabilities": {}}})
+        await asyncio.sleep(0.1)
+        proto.handle_raw({"jsonrpc": "2.0", "method": "textDocument/didOpen", "params": {"textDocument": {
+            "uri": URI, "languageId": "python", "version": 1, "text": "x"}}})
+        for i in range(1000):
+            proto.handle_raw({"jsonrpc": "2.0", "method": "textDocument/didChange", "params": {
+                "textDocument": {"uri": URI, "version": i + 2},
+                "contentChanges": [{"range": {"start": {"line": 0, "character": 0},
+                                              "end": {"line": 0, "character": 0}}, "text": "y"}]}})
+        await asyncio.sleep(0.2)
+        assert proto.workspace.get_text_document(URI).source == "y" * 1000 + "x"
+        assert len(proto._request_futures) < 5
+
+    asyncio.run(run())
