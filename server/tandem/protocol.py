@@ -466,6 +466,20 @@ class TandemProtocol(LanguageServerProtocol):
         super().handle_message(message)
 
     # -- the end -----------------------------------------------------------------------------
+    def lsp_shutdown(self, *args):
+        """pygls's, iterating over a copy: cancelling a future runs its callbacks, which now
+        remove it from _request_futures."""
+        if (user_handler := self.fm.features.get(types.SHUTDOWN)) is not None:
+            yield user_handler, args, None
+        current_id = self.msg_id
+        for msg_id, future in list(self._request_futures.items()):
+            if msg_id != current_id and not future.done():
+                future.cancel()
+        self._shutdown = True
+        return None
+
+    lsp_shutdown.method_name = types.SHUTDOWN  # type: ignore[attr-defined]
+
     def lsp_exit(self, *args):
         if (user_handler := self.fm.features.get(types.EXIT)) is not None:
             try:

@@ -28,6 +28,7 @@ class RawServer:
         self.messages: queue.Queue = queue.Queue()
         self.notifications: list[dict] = []
         self.responses: dict = {}
+        self.server_requests: list[dict] = []
         self.null_responses: list[dict] = []  # errors about messages whose id could not be read
         self._cond = threading.Condition()
         self.stderr = bytearray()
@@ -71,7 +72,12 @@ class RawServer:
                     self.responses[msg.get("id")] = msg
                 self._cond.notify_all()
 
+    answer_server_requests = True
+
     def _answer_server_request(self, msg: dict) -> None:
+        self.server_requests.append(msg)
+        if not self.answer_server_requests:
+            return
         result = [None] * len(msg.get("params", {}).get("items", [])) if msg["method"] == "workspace/configuration" else None
         try:
             self.send({"jsonrpc": "2.0", "id": msg["id"], "result": result})

@@ -220,6 +220,20 @@ def test_shutdown_then_exit_exits_0_and_requests_after_shutdown_are_refused(tmp_
         assert s.wait_exit(10) == 0
 
 
+def test_shutdown_while_handlers_are_pending_is_answered(tmp_path):
+    """`initialized` still waits for the client's settings (never sent) when shutdown comes:
+    cancelling it must not break the shutdown answer (a dict changed size during iteration)."""
+    with RawServer(home=tmp_path) as s:
+        s.answer_server_requests = False
+        s.initialize({"workspace": {"configuration": True}})
+        s.wait_for(lambda: any(r["method"] == "workspace/configuration" for r in s.server_requests),
+                   what="the settings request")
+        r = s.call("shutdown")
+        assert r.get("result", "missing") is None, r
+        s.notify("exit")
+        assert s.wait_exit(10) == 0
+
+
 def test_requests_before_initialize_are_refused(tmp_path):
     with RawServer(home=tmp_path) as s:
         r = s.call("textDocument/hover", {"textDocument": {"uri": URI}, "position": {"line": 0, "character": 0}})
