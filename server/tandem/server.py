@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +18,7 @@ from pygls.lsp.server import LanguageServer
 from . import __version__
 from .completion.engine import CompletionEngine
 from .model.loaded import LoadedModel, load_model
-from .model.loader import BUNDLE_NAME, MANIFEST_NAME, ModelError
+from .model.loader import ModelError, disk_fingerprint
 from .protocol import TandemProtocol, report_server_error
 from .provenance.explain import Explainer
 from .provenance.store import ProvenanceStore
@@ -54,7 +53,7 @@ class TandemServer(LanguageServer):
         self.inflight: dict[str, threading.Event] = {}  # uri -> cancel flag of its running request
         self._load_task: asyncio.Task | None = None
         self._told_not_ready = False
-        self._model_stamp: float | None = None
+        self._model_stamp: tuple | None = None  # the model on disk when the last load began
         self._last_stamp_check = 0.0
         self._warned: set[str] = set()
         # What Tandem wrote into documents (hover explanations); bound to the workspace's state
@@ -120,6 +119,7 @@ class TandemServer(LanguageServer):
     async def _load(self, device: str | None, reason: str | None) -> None:
         settings = self.settings
         device = device or settings.device
+        self._model_stamp = _stamp(settings.modelPath)  # before loading: a change during it counts
         token = str(uuid.uuid4())
         self.set_status(state="loading", message=reason or "Loading the model", device=None)
         progress = await self._progress_begin(token, "Tandem: loading the model")
@@ -142,7 +142,6 @@ class TandemServer(LanguageServer):
             if progress:
                 self.work_done_progress.end(token, types.WorkDoneProgressEnd(message="done"))
         self.model, self.engine = model, CompletionEngine(model)
-        self._model_stamp = _stamp(model)
         if model.note:
             log.warning(model.note)
             self.tell(model.note, types.MessageType.Warning)
@@ -166,19 +165,24 @@ class TandemServer(LanguageServer):
         if self.engine is not None:
             self._maybe_hot_reload()
             return self.engine
+        if self.status.state == "error":
+            self._maybe_hot_reload()  # a model restored, repaired or built in place loads again
         if not self._told_not_ready and self.status.state == "loading":
             self._told_not_ready = True
             self.tell("the model is still loading; completions start as soon as it is ready.")
         return None
 
     def _maybe_hot_reload(self) -> None:
-        """A rebuilt or fine-tuned model in the same place is picked up without a restart."""
+        """A rebuilt or fine-tuned model in the same place is picked up without a restart: while
+        serving, once a build has written its manifests; after a failed load, as soon as any file
+        of the model changed (restored, repaired or rebuilt in place)."""
         now = asyncio.get_running_loop().time()
-        if now - self._last_stamp_check < HOT_RELOAD_CHECK_S or self.model is None:
+        if now - self._last_stamp_check < HOT_RELOAD_CHECK_S or (self._load_task and not self._load_task.done()):
             return
         self._last_stamp_check = now
-        stamp = _stamp(self.model)
-        if stamp != self._model_stamp and not (self._load_task and not self._load_task.done()):
+        stamp, old = _stamp(self.settings.modelPath), self._model_stamp
+        changed = stamp != old if self.model is None else old is None or stamp[0] != old[0]
+        if changed:
             log.info("the model on disk changed; reloading it")
             self.start_loading(reason="The model on disk changed; reloading")
 
@@ -195,16 +199,10 @@ class TandemServer(LanguageServer):
             log.error("completion failed: %s", error, exc_info=error)
 
 
-def _stamp(model: LoadedModel) -> float | None:
-    """Newest mtime of the model's manifest and of the bundle above it (None if gone)."""
-    d = model.files.directory
-    times = []
-    for p in (d / MANIFEST_NAME, d.parent / BUNDLE_NAME):
-        try:
-            times.append(os.stat(p).st_mtime)
-        except OSError:
-            pass
-    return max(times) if times else None
+def _stamp(model_path: str | None) -> tuple:
+    """The model at `model_path` (the setting; empty: the default model) as it is on disk:
+    (its manifests and bundle, its other files); see loader.disk_fingerprint."""
+    return disk_fingerprint(model_path or None)
 
 
 def create_server() -> TandemServer:
