@@ -10,9 +10,14 @@ ORT_DISABLE_TELEMETRY=1 (read once, when the runtime initialises) stops all of i
 no files, no DNS query. So it must be set before the first `import onnxruntime` anywhere in the
 process (onnxruntime_genai loads the same library and is covered the same way).
 
-Measured with onnxruntime 1.32.0 (tests/e2e/test_privacy.py runs the server in its own network
-namespace and records every DNS query and IP packet attempt): without the variable 2 DNS queries
-per attempt from 10 s after import; with it none, and nothing under ~/.cache/Microsoft.
+Measured (strace, and tests/e2e/test_privacy.py, which runs the server in its own network
+namespace and records every DNS query and IP packet attempt): onnxruntime 1.32.0 CPU, 1.31.1 GPU
+and onnxruntime-genai 0.18.0 without the variable: A and AAAA queries for that name from about
+10 s after start, repeated with back-off, and the two files; with ORT_DISABLE_TELEMETRY=1 (or
+"true"; "0" does not disable) none of it. onnxruntime 1.28.0 has no uploader at all, but a pin
+below 1.29 is not an option: onnxruntime-genai-cuda needs onnxruntime-gpu>=1.31. The runtime also
+stays quiet by itself when it sees CI variables (CI, GITHUB_ACTIONS), which hides the problem in
+CI runs: the privacy test gives the server an environment without them.
 """
 from __future__ import annotations
 
@@ -46,3 +51,14 @@ def import_onnxruntime():
     import onnxruntime
 
     return onnxruntime
+
+
+def import_onnxruntime_genai():
+    """`import onnxruntime_genai`, with telemetry disabled first: creating an `og.Model` starts
+    the same uploader (measured: DNS lookups and ~/.cache/Microsoft files without the switch)."""
+    if not disable_telemetry():
+        log.warning("onnxruntime was imported before its telemetry was disabled; it may try to "
+                    "reach mobile.events.data.microsoft.com (import it through tandem.model.ortenv)")
+    import onnxruntime_genai
+
+    return onnxruntime_genai

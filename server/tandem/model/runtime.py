@@ -23,8 +23,8 @@ log = logging.getLogger(__name__)
 
 
 def _ort():
-    import onnxruntime as ort
-    return ort
+    from .ortenv import import_onnxruntime  # telemetry off before the runtime starts
+    return import_onnxruntime()
 
 
 def preload_cuda_libraries() -> None:
