@@ -13,11 +13,12 @@ process (onnxruntime_genai loads the same library and is covered the same way).
 Measured (strace, and tests/e2e/test_privacy.py, which runs the server in its own network
 namespace and records every DNS query and IP packet attempt): onnxruntime 1.32.0 CPU, 1.31.1 GPU
 and onnxruntime-genai 0.18.0 without the variable: A and AAAA queries for that name from about
-10 s after start, repeated with back-off, and the two files; with ORT_DISABLE_TELEMETRY=1 (or
-"true"; "0" does not disable) none of it. onnxruntime 1.28.0 has no uploader at all, but a pin
-below 1.29 is not an option: onnxruntime-genai-cuda needs onnxruntime-gpu>=1.31. The runtime also
-stays quiet by itself when it sees CI variables (CI, GITHUB_ACTIONS), which hides the problem in
-CI runs: the privacy test gives the server an environment without them.
+10 s after start, repeated with back-off, and a device id and onnxruntime.db written; with
+ORT_DISABLE_TELEMETRY=1 (or "true"; "0" does not disable) none of it. onnxruntime 1.28.0 has no
+uploader at all, but a pin below 1.29 is not an option: onnxruntime-genai 0.18 needs
+onnxruntime>=1.31 (its CUDA build onnxruntime-gpu>=1.31). The runtime also stays quiet by itself
+when it sees CI variables (CI, GITHUB_ACTIONS), which would hide the problem in CI runs: the
+privacy test gives the server an environment without them.
 """
 from __future__ import annotations
 
