@@ -84,7 +84,7 @@ class TandemDocument(TextDocument):
         idx = T.index_of(self.source)
         if server_position.line >= idx.line_count:
             return len(self.source)
-        start, end = idx.starts[server_position.line], idx.ends[server_position.line]
+        start, end = int(idx.starts[server_position.line]), int(idx.ends[server_position.line])
         return min(start + max(0, server_position.character), end)
 
     def server_position_at_offset(self, offset: int) -> ServerTextPosition:

@@ -10,14 +10,15 @@
   units (half a surrogate pair, part of a UTF-8 sequence) means the end of that character.
 
 Every feature converts through these functions (and documents.py applies edits with them), so
-there is one implementation. Each text's line index is built once (C-speed) and cached for the
-few most recent texts, so many conversions on one document version cost O(log lines) each.
+there is one implementation. Each text's line index is built once (vectorised) and cached for
+the few most recent texts, so many conversions on one document version cost O(log lines) each.
 """
 from __future__ import annotations
 
 import re
-from bisect import bisect_right
 from itertools import accumulate
+
+import numpy as np
 
 UTF16, UTF8, UTF32 = "utf-16", "utf-8", "utf-32"
 
@@ -54,11 +55,28 @@ class LineIndex:
 
     def __init__(self, text: str):
         self.text = text
-        # [line0, eol0, line1, eol1, ..., lineN]: cumulative lengths give every boundary.
-        bounds = list(accumulate(map(len, EOL.split(text))))
-        self.starts = [0, *bounds[1::2]]
-        self.ends = bounds[0::2] if bounds else [0]
         self.ascii = text.isascii()
+        if len(text) < 2048:
+            # [line0, eol0, line1, eol1, ..., lineN]: cumulative lengths give every boundary.
+            bounds = list(accumulate(map(len, EOL.split(text))))
+            self.starts = np.array([0, *bounds[1::2]], dtype=np.int64)
+            self.ends = np.array(bounds[0::2] if bounds else [0], dtype=np.int64)
+            return
+        # Large texts, vectorised (7 MB: 10 ms instead of 80): one code point per uint32.
+        n = len(text)
+        a = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+        lf = np.flatnonzero(a == 10)
+        if "\r" not in text:
+            term_start, term_end = lf, lf + 1
+        else:
+            cr = np.flatnonzero(a == 13)
+            crlf = (cr + 1 < n) & (a[np.minimum(cr + 1, n - 1)] == 10)
+            lone_cr = cr[~crlf]
+            after_cr = (lf > 0) & (a[np.maximum(lf - 1, 0)] == 13)
+            term_start = np.sort(np.concatenate([np.where(after_cr, lf - 1, lf), lone_cr]))
+            term_end = np.sort(np.concatenate([lf + 1, lone_cr + 1]))
+        self.starts = np.concatenate([np.zeros(1, dtype=np.int64), term_end.astype(np.int64)])
+        self.ends = np.concatenate([term_start.astype(np.int64), np.full(1, n, dtype=np.int64)])
 
     @property
     def line_count(self) -> int:
@@ -69,7 +87,7 @@ class LineIndex:
             line, character = 0, 0
         if line >= len(self.starts):
             return len(self.text)  # a line past the end: the end of the document
-        start, end = self.starts[line], self.ends[line]
+        start, end = int(self.starts[line]), int(self.ends[line])
         if character <= 0:
             return start
         text = self.text
@@ -82,18 +100,18 @@ class LineIndex:
         return i
 
     def line_of(self, offset: int) -> int:
-        return bisect_right(self.starts, offset) - 1
+        return int(np.searchsorted(self.starts, offset, side="right")) - 1
 
     def position_at(self, offset: int, encoding: str = UTF16) -> tuple[int, int]:
         offset = max(0, min(offset, len(self.text)))
         line = self.line_of(offset)
-        start = self.starts[line]
-        offset = min(offset, self.ends[line])  # between \r and \n: the line's end
+        start = int(self.starts[line])
+        offset = min(offset, int(self.ends[line]))  # between \r and \n: the line's end
         return line, unit_len(self.text[start:offset], encoding)
 
     def line_end(self, offset: int) -> int:
         offset = max(0, min(offset, len(self.text)))
-        return max(offset, self.ends[self.line_of(offset)])
+        return max(offset, int(self.ends[self.line_of(offset)]))
 
 
 _cache: list[LineIndex] = []

@@ -169,3 +169,26 @@ def test_the_servers_workspace_is_the_lsp_exact_one():
     proto.workspace.update_text_document(types.VersionedTextDocumentIdentifier(uri="file:///a.py", version=1),
                                          change((1, 0), (1, 0), "c"))
     assert doc.source == "a\u2028b\nc"
+
+
+def test_large_texts_index_lines_the_same_way():
+    """Texts over 2 KB take the vectorised path: same line starts and ends as a char walk."""
+    from tandem.text import LineIndex
+
+    rng = random.Random(11)
+    for _ in range(50):
+        text = "".join(rng.choice(["a", "\r", "\n", "\r\n", "é", "😀", "\u2028", "\x85", "\udcff"])
+                       for _ in range(rng.randrange(2048, 6000)))
+        starts, ends, i = [0], [], 0
+        while i < len(text):
+            if text[i] in "\r\n":
+                ends.append(i)
+                i += 2 if text[i:i + 2] == "\r\n" else 1
+                starts.append(i)
+            else:
+                i += 1
+        ends.append(len(text))
+        idx = LineIndex(text)
+        assert list(idx.starts) == starts and list(idx.ends) == ends
+        line = rng.randrange(len(starts))
+        assert offset_at(text, line, 3, "utf-8") == ref_offset(text, line, 3, "utf-8")
