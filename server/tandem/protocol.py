@@ -75,14 +75,19 @@ TOKEN_START = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]")
 # A request's id when it comes before its params (as every client writes it): answerable
 # even when the rest of the message cannot be read.
 SNIFF_ID = re.compile(rb'\A\s*\{(?:\s*"(?:jsonrpc|method)"\s*:\s*"[^"\\]{0,200}"\s*,)*'
-                      rb'\s*"id"\s*:\s*(-?\d{1,18}|"[^"\\]{0,200}")\s*[,}]')
+                      rb'\s*"id"\s*:\s*(-?(?:0|[1-9]\d{0,17})|"[^"\\]{0,200}")\s*[,}]')
 WHITESPACE = b" \t\r\n"
 KEEP_TAIL = 64  # bytes kept while skipping, so a header split across two reads is still found
 
 
 def sniff_id(prefix: bytes):
     m = SNIFF_ID.match(prefix)
-    return json.loads(m.group(1)) if m else None
+    if m is None:
+        return None
+    try:
+        return json.loads(m.group(1))
+    except ValueError:  # "0226", or bytes that are not UTF-8
+        return None
 
 
 class FramingError:
@@ -635,9 +640,14 @@ async def _serve(server, fd: int) -> int:
         pending = None
         try:
             events = parser.feed(chunk) if chunk else parser.eof()
-        except Exception:  # a bug in the parser must not end the session: start afresh
-            log.exception("reading the input failed; dropping what was buffered")
-            parser, events = FrameParser(), []
+        except Exception:  # a bug in the parser must not end the session: start afresh,
+            log.exception("reading the input failed; resynchronising")  # on the next header
+            rest, parser, events = bytes(parser.buf[1:]), FrameParser(), []
+            try:
+                parser.state = "skip"
+                events = parser.feed(rest)
+            except Exception:
+                parser, events = FrameParser(), []
         for event in events:
             try:
                 proto.handle_raw(event)

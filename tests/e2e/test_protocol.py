@@ -178,6 +178,9 @@ def test_invalid_json_and_non_objects(server):
     server.write(server.frame(b'{"jsonrpc": "2.0", "id": 950, "method": '))
     r = server.response(950)
     assert r["error"]["code"] == PARSE_ERROR
+    server.write(server.frame(b'{"jsonrpc": "2.0", "id":0226, "method": "tandem/ping"}') + server.frame(_req(952)))
+    _assert_answers(server, 952)  # an id that only looks like a number broke the reader once
+    server.null_responses.clear()
     server.write(server.frame(b"[1, 2, 3]") + server.frame(b'"hello"') + server.frame(b"\xff\xfe"))
     server.write(server.frame(b'{"jsonrpc": "1.0", "id": 951, "method": "tandem/ping"}'))
     assert server.response(951)["error"]["code"] == INVALID_REQUEST
