@@ -65,6 +65,8 @@ def test_invalid_params_in_a_notification_are_logged_not_shown(server):
     server.notify("textDocument/didChange", {"textDocument": {"uri": URI, "version": 2},
                                              "contentChanges": [{"range": "everything", "text": "x"}]})
     server.notify("textDocument/didOpen", {"textDocument": "nope"})
+    server.notify("textDocument/didChange", {"textDocument": {"uri": "file:///never-opened.py", "version": 2},
+                                             "contentChanges": [{"text": "x"}]})  # a KeyError inside pygls
     assert server.alive()
     assert not [m for m in server.show_messages() if "Error in server" in m]
     server.wait_for(lambda: any("Invalid params for textDocument/didChange" in m and "content_changes[0].range" in m
@@ -351,3 +353,44 @@ def test_notifications_leave_nothing_behind():
         assert len(proto._request_futures) < 5
 
     asyncio.run(run())
+
+
+def test_frame_parser_gives_the_same_events_however_the_input_is_chunked():
+    """The reader's state machine, in-process: broken and valid frames, fed whole, byte by
+    byte and in random chunks, give the same messages and errors in the same order."""
+    from tandem.protocol import FrameParser, FramingError
+
+    def frame(body: bytes) -> bytes:
+        return b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+    body = _req(1)
+    stream = b"".join([
+        frame(_req(2)),
+        b"Content-Length: %d\r\n\r\n" % (len(body) - 7) + body,  # too small
+        frame(_req(3)),
+        b"Content-Length: %d\r\n\r\n" % (len(body) + 30) + body,  # too large
+        frame(_req(4)),
+        b"Content-Length: abc\r\n\r\n" + _req(5),  # not a number
+        b"\x00\xff garbage \r\n\r\n" * 50,
+        frame(_req(6)),
+        b"Content-Length: %d\r\n\r\n" % 2**40 + _req(7),  # over the limit
+        b"Content-Type: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body,  # two headers
+        frame(b'{"jsonrpc": "2.0", "id": 8, "method": '),  # not JSON
+        frame(_req(9)),
+    ])
+
+    def run(chunks) -> list:
+        parser, out = FrameParser(max_bytes=2**20), []
+        for c in chunks:
+            out += parser.feed(c)
+        out += parser.eof()
+        return [(e.code, e.id) if isinstance(e, FramingError) else e["id"] for e in out]
+
+    whole = run([stream])
+    assert [e for e in whole if isinstance(e, int)] == [2, 3, 1, 4, 6, 1, 9]
+    assert (-32700, 1) in whole and (-32600, 5) in whole and (-32600, 7) in whole and (-32700, 8) in whole
+    assert run([stream[i:i + 1] for i in range(len(stream))]) == whole
+    rng = random.Random(5)
+    for _ in range(20):
+        cuts = sorted(rng.sample(range(1, len(stream)), 30))
+        assert run([stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)])]) == whole
