@@ -193,3 +193,18 @@ def test_the_disk_fingerprint_sees_a_same_size_change_in_place(model):
     (model / "onnx-fp32" / MANIFEST_NAME).write_text((model / "onnx-fp32" / MANIFEST_NAME).read_text() + " ")
     assert disk_fingerprint(model)[0] != before[0]  # a build wrote a manifest
     assert disk_fingerprint(model / "missing") == ((), ())
+
+
+def test_without_a_model_path_every_default_model_is_watched(tmp_path, monkeypatch):
+    """Which default model serves depends on settings (model size) and on what is built: a change
+    to any of them under TANDEM_HOME/models is seen."""
+    monkeypatch.setenv("TANDEM_HOME", str(tmp_path / "home"))
+    assert disk_fingerprint(None) == ((), ())
+    small = build_variant(tmp_path / "home" / "models" / "small")
+    before = disk_fingerprint(None)
+    assert any(rel == "small/onnx-fp32/model.onnx_data" for rel, *_ in before[1])
+    build_variant(tmp_path / "home" / "models" / "large")  # another default model gets built
+    after = disk_fingerprint(None)
+    assert after[0] != before[0]
+    flip_byte(small / "model.onnx_data")
+    assert disk_fingerprint(None)[1] != after[1]

@@ -219,11 +219,13 @@ def verify_files(files: ModelFiles) -> None:
 
 
 def disk_fingerprint(path: str | os.PathLike | None) -> tuple[tuple, tuple]:
-    """A cheap picture of the model at `path` (default: the default model) as it is on disk:
-    (manifests and bundle, every other file), each as (relative path, size, mtime_ns, ctime_ns,
-    inode), two directory levels deep, hidden files left out. A finished build rewrites the first
-    part; any change to a file, even in place with the same size, changes the second."""
-    root = Path(path).expanduser() if path else default_model_path()
+    """A cheap picture of the model at `path` as it is on disk: (manifests and bundles, every
+    other file), each as (relative path, size, mtime_ns, ctime_ns, inode), hidden files left out.
+    A model path is looked at two directory levels deep (bundle, variants); without one, every
+    default model under TANDEM_HOME/models is (which one serves depends on settings such as the
+    model size and on what is built). A finished build rewrites the first part; any change to a
+    file, even in place with the same size, changes the second."""
+    root, depth = (Path(path).expanduser(), 2) if path else (tandem_home() / "models", 3)
     commit, rest = [], []
 
     def add(p: Path, rel: str) -> None:
@@ -234,20 +236,24 @@ def disk_fingerprint(path: str | os.PathLike | None) -> tuple[tuple, tuple]:
         entry = (rel, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
         (commit if p.name in (MANIFEST_NAME, BUNDLE_NAME) else rest).append(entry)
 
-    def entries(d: Path) -> list[os.DirEntry]:
+    def walk(d: Path, rel: str, levels: int) -> None:
         try:
             with os.scandir(d) as it:
-                return sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
+                found = sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
         except OSError:
-            return []
+            return
+        for e in found:
+            try:
+                is_dir = e.is_dir()
+            except OSError:
+                continue
+            if not is_dir:
+                add(Path(e.path), rel + e.name)
+            elif levels > 1:
+                walk(Path(e.path), f"{rel}{e.name}/", levels - 1)
 
-    if root.is_file() or not root.exists():
+    if root.is_dir():
+        walk(root, "", depth)
+    else:
         add(root, ".")
-    for e in entries(root):
-        if e.is_dir():
-            for sub in entries(Path(e.path)):
-                if not sub.is_dir():
-                    add(Path(sub.path), f"{e.name}/{sub.name}")
-        else:
-            add(Path(e.path), e.name)
     return tuple(commit), tuple(rest)
