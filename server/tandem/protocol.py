@@ -414,18 +414,18 @@ class TandemProtocol(LanguageServerProtocol):
             message = self._converter.structure(data, message_type)
         except Exception as e:
             text = f"Invalid params for {method}: {describe_error(e)}"
+            message = None
             if method == types.INITIALIZE:  # a quirk in the capabilities must not cost the session
                 try:
                     message = default_converter().structure(data, message_type)
                     log.warning("%s (read leniently)", text)
-                    self.handle_message(message)
-                    return
                 except Exception:
-                    pass
-            if has_id:
-                self.send_error(msg_id, INVALID_PARAMS, text)
-            log.warning("%s%s", text, "" if has_id else " (a notification: ignored)")
-            return
+                    message = None
+            if message is None:
+                if has_id:
+                    self.send_error(msg_id, INVALID_PARAMS, text)
+                log.warning("%s%s", text, "" if has_id else " (a notification: ignored)")
+                return
         self.handle_message(message)
 
     def _invalid(self, msg_id, text: str) -> None:

@@ -98,6 +98,13 @@ def test_real_editors_capabilities_are_read_strictly_without_error(editor):
     assert params.capabilities.window is None or params.capabilities.window.work_done_progress in (True, False, None)
 
 
+def test_an_initialize_with_quirky_capabilities_is_read_leniently(tmp_path):
+    caps = {"textDocument": {"foldingRange": {"rangeLimit": "5000"}}}  # a string for an integer
+    with RawServer(home=tmp_path) as s:
+        s.initialize(caps)  # answered with a result, not -32602: the session goes on
+        assert s.alive()
+
+
 # -- framing -------------------------------------------------------------------------------
 def _req(msg_id: int, method: str = "tandem/ping") -> bytes:
     return json.dumps({"jsonrpc": "2.0", "id": msg_id, "method": method, "params": {}}).encode()
