@@ -17,6 +17,8 @@ from pygls.lsp.server import LanguageServer
 
 from . import __version__
 from .completion.engine import CompletionEngine
+from .completion.healing import vocab_table
+from .model.backend import BackendError
 from .model.loaded import LoadedModel, load_model
 from .model.loader import ModelError, disk_fingerprint
 from .protocol import TandemProtocol, report_server_error
@@ -125,7 +127,12 @@ class TandemServer(LanguageServer):
         progress = await self._progress_begin(token, "Tandem: loading the model")
         loop = asyncio.get_running_loop()
         try:
-            model = await loop.run_in_executor(self.inference, load_model, settings.modelPath or None, device)
+            model = await loop.run_in_executor(self.inference, load_model, settings.modelPath or None, device,
+                                               settings.modelSize)
+            # Token healing's table of the vocabulary (about 0.5 s for Qwen's): built while
+            # loading, so the first completion does not wait for it (measured on an H200: the
+            # first request took 0.5-1 s more without this).
+            await loop.run_in_executor(self.inference, vocab_table, model.codec)
         except ModelError as e:
             self.model, self.engine = None, None
             log.error("%s", e)
@@ -187,9 +194,10 @@ class TandemServer(LanguageServer):
             self.start_loading(reason="The model on disk changed; reloading")
 
     def on_inference_error(self, error: Exception) -> None:
-        """A failure inside the ONNX session. On a GPU (lost device, out of memory) fall
-        back to the CPU and say so; on the CPU, log it and keep serving."""
-        if self.model is not None and self.model.device == "cuda":
+        """A failure while generating. Only the runtime's own failure on a GPU (lost device,
+        out of memory) falls back to the CPU, and says so; anything else is logged and the
+        server keeps serving on the device it has."""
+        if isinstance(error, BackendError) and self.model is not None and self.model.device == "cuda":
             msg = f"The GPU failed during a completion ({str(error)[:200]}); switching to the CPU."
             log.error(msg)
             self.tell(msg, types.MessageType.Warning)

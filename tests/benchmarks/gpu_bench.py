@@ -123,6 +123,31 @@ def slots_check(bundle: Path, variant: str, device: str) -> dict:
     return out
 
 
+def prefill_shapes(bundle: Path, variant: str, device: str) -> dict:
+    """Prefill time for prompt lengths seen for the first time and again, with the prompt
+    cut into fixed-size chunks or into power-of-two buckets (TANDEM_PREFILL_BUCKETS)."""
+    import numpy as np
+
+    from tandem.model.genai import GenaiLM
+    rng = np.random.default_rng(3)
+    out = {}
+    for name, bucketed, options in (("chunks", False, None), ("chunks-no-mem-pattern", False, {"enable_mem_pattern": False}),
+                                    ("buckets-warm", True, None)):
+        lm = GenaiLM(bundle / variant, device, session_options=options)
+        lm.bucketed = bucketed
+        if bucketed:
+            out[name + "-warm-up-s"] = round(lm.warm_up(), 3)
+        rows = []
+        for n in (1000, 1000, 1137, 1137, 1291, 1291, 1455, 1455, 777, 777):
+            ids = [int(x) for x in rng.integers(100, 30000, n)]
+            lm.generate(ids[:1], max_new_tokens=1, stop_ids=set())  # a cold cache in a warm slot
+            g = lm.generate(ids, max_new_tokens=1, stop_ids=set())
+            rows.append((n, round(g.prefill_s * 1e3, 2)))
+        out[name] = rows
+        lm.close()
+    return out
+
+
 def gpu_memory_mb(pid: int) -> float | None:
     try:
         out = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
@@ -132,25 +157,28 @@ def gpu_memory_mb(pid: int) -> float | None:
         return None
 
 
-async def lsp(bundle: Path, device: str, runs: int) -> dict:
+async def lsp(bundle: Path, device: str, runs: int, env: dict | None = None) -> dict:
     from tests.benchmarks.bench_inline import pct, sample_places
     from tests.e2e.harness import tandem
 
     import psutil
     single, multi = sample_places(runs)
     out = {}
-    async with tandem(settings={"modelPath": str(bundle), "device": device}) as s:
+    async with tandem(settings={"modelPath": str(bundle), "device": device}, env=env) as s:
         await s.wait_for_state("ready", timeout=600)
         pid = s.client._server.pid
+        from tests.e2e.harness import status_field
         for kind, places in (("single", single), ("multi", multi)):
-            cold = []
+            cold, server = [], []
             for i, (_, _, prefix, suffix) in enumerate(places):
                 uri = f"file:///bench/{kind}-{i}.py"
                 s.open(uri, prefix + suffix)
                 t0 = time.perf_counter()
                 await s.complete(uri, prefix.count("\n"), len(prefix) - prefix.rfind("\n") - 1, timeout=120)
                 cold.append((time.perf_counter() - t0) * 1000)
-            out[kind] = {"p50_ms": pct(cold, 50), "p95_ms": pct(cold, 95), "n": len(cold), "all_ms": cold}
+                server.append(status_field(s.statuses[-1], "lastLatencyMs"))  # sent before the answer
+            out[kind] = {"p50_ms": pct(cold, 50), "p95_ms": pct(cold, 95), "n": len(cold), "all_ms": cold,
+                         "server_ms": server}
         _, _, prefix, suffix = single[0]
         typing = []
         for j, ch in enumerate("value_x"):
@@ -176,6 +204,7 @@ def main() -> int:
     ap.add_argument("--sizes", default="0.5b,1.5b")
     ap.add_argument("--runs", type=int, default=8, help="LSP completions per kind")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--buckets", action="store_true", help="also run the LSP part with fixed-size prefill chunks")
     ap.add_argument("--dry-run", action="store_true", help="tiny config on the CPU: checks the script")
     a = ap.parse_args()
     device, variant = ("cpu", "cpu-fp32") if a.dry_run else ("cuda", "cuda-fp16")
@@ -207,7 +236,14 @@ def main() -> int:
             log(f"{size}: slots {r['slots']}")
             r["engine"] = bench_engine.main(["--model", str(bundle), "--device", device, "--hf", str(hf),
                                              "--repeats", str(a.repeats), "--skip", skip])
+            r["prefill_shapes"] = prefill_shapes(bundle, variant, device)
+            log(f"{size}: prefill shapes {r['prefill_shapes']}")
             r["lsp"] = asyncio.run(lsp(bundle, device, a.runs))
+            if a.buckets:  # the same, with prefill cut into fixed-size chunks instead
+                r["lsp_chunks"] = asyncio.run(lsp(bundle, device, a.runs, {"TANDEM_PREFILL_BUCKETS": "0"}))
+                log(f"{size}: LSP with fixed-size prefill chunks: single p50 {r['lsp_chunks']['single']['p50_ms']:.1f} ms "
+                    f"{[round(x) for x in r['lsp_chunks']['single']['all_ms']]}, multi p50 "
+                    f"{r['lsp_chunks']['multi']['p50_ms']:.1f} ms, typing p50 {r['lsp_chunks']['typing']['p50_ms']:.1f} ms")
             log(f"{size}: LSP single p50 {r['lsp']['single']['p50_ms']:.1f} ms, multi p50 "
                 f"{r['lsp']['multi']['p50_ms']:.1f} ms, typing p50 {r['lsp']['typing']['p50_ms']:.1f} ms, "
                 f"GPU {r['lsp']['server_gpu_mb']} MiB, RSS {r['lsp']['server_rss_mb']:.0f} MiB")

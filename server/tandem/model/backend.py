@@ -17,6 +17,7 @@ and cancellation behave the same whichever runtime runs the model.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -105,20 +106,32 @@ def debug_delay(name: str) -> float:
 
 
 def pick(last: np.ndarray, sampling: Sampling | None, rng: np.random.Generator | None) -> int:
-    """Greedy, or temperature + nucleus sampling, over one position's logits (float64)."""
+    """Greedy, or temperature + nucleus sampling, over one position's logits (float32)."""
     if sampling is None or sampling.temperature <= 0:
         return int(last.argmax())
-    z = last / sampling.temperature
+    z = last / np.float32(sampling.temperature)
     p = np.exp(z - z.max())
-    p /= p.sum()
+    p /= p.sum(dtype=np.float64)
     # The nucleus lies among the top few hundred tokens; sorting the whole vocabulary (150k
     # for Qwen) every step would cost as much as a third of a decode step on a CPU.
     k = min(len(p) - 1, TOP_K_SCAN)
     top = np.argpartition(-p, k)[:k] if k > 0 else np.arange(len(p))
     order = top[np.argsort(-p[top])]
-    keep = order[: int(np.searchsorted(np.cumsum(p[order]), sampling.top_p)) + 1]
-    q = p[keep] / p[keep].sum()
-    return int(keep[rng.choice(len(keep), p=q)])
+    keep = order[: int(np.searchsorted(np.cumsum(p[order], dtype=np.float64), sampling.top_p)) + 1]
+    q = p[keep].astype(np.float64)
+    return int(keep[rng.choice(len(keep), p=q / q.sum())])
+
+
+def log_normalizer(logits: np.ndarray, scratch: np.ndarray | None = None) -> tuple[float, np.ndarray]:
+    """log(sum(exp(logits))) in float32 with a reused scratch buffer: over a 150k vocabulary
+    this is about a tenth of what the float64 version costs (measured: 0.11 vs 1.1 ms), which
+    on a GPU is the difference between a Python loop at the runtime's speed or half of it."""
+    if scratch is None or scratch.shape != logits.shape:
+        scratch = np.empty_like(logits)
+    m = float(logits.max())
+    np.subtract(logits, m, out=scratch)
+    np.exp(scratch, out=scratch)
+    return m + math.log(float(scratch.sum(dtype=np.float64))), scratch
 
 
 def common_prefix(cached: list[int], prompt: list[int]) -> int:
@@ -131,29 +144,47 @@ def common_prefix(cached: list[int], prompt: list[int]) -> int:
     return n
 
 
-def decode_loop(prompt: list[int], reuse: int, feed: Callable[[list[int]], np.ndarray], *,
+def prefill_sizes(n: int, chunk: int, bucketed: bool = False) -> list[int]:
+    """How `n` prompt tokens are cut into forward passes of at most `chunk` tokens. Bucketed:
+    into powers of two, so that every pass has one of a dozen shapes and a runtime that
+    prepares kernels per input shape meets no new shape once warm."""
+    if not bucketed:
+        return [min(chunk, n - i) for i in range(0, n, chunk)]
+    sizes = []
+    while n > 0:
+        size = min(chunk, 1 << (n.bit_length() - 1))
+        sizes.append(size)
+        n -= size
+    return sizes
+
+
+def decode_loop(prompt: list[int], reuse: int, feed: Callable[[list[int], bool], np.ndarray | None], *,
                 max_new_tokens: int, stop_ids: set[int], cancel: threading.Event,
                 stop_check=None, sampling: Sampling | None = None, constraint: Constraint | None = None,
-                step_delay: float = 0.0) -> Generation:
-    """Run `prompt[reuse:]` through `feed` (which appends tokens to the backend's cache and
-    returns the logits of the last one), then decode. The cancellation flag is checked
-    before every forward pass, so a cancelled request stops within one step."""
+                step_delay: float = 0.0, prefill_chunk: int = PREFILL_CHUNK, bucketed: bool = False) -> Generation:
+    """Run `prompt[reuse:]` through `feed(ids, want_logits)` (which appends tokens to the
+    backend's cache and, when asked, returns the float32 logits of the last one), then decode.
+    The cancellation flag is checked before every forward pass, so a cancelled request stops
+    within one step (one prefill chunk)."""
     rng = np.random.default_rng(sampling.seed) if sampling else None
     t0 = time.perf_counter()
     logits = None
-    for start in range(reuse, len(prompt), PREFILL_CHUNK):
+    start = reuse
+    for size in prefill_sizes(len(prompt) - reuse, prefill_chunk, bucketed):
         if cancel.is_set():
             log.debug("cancelled during prefill at token %d of %d", start, len(prompt))
             raise Cancelled()
-        logits = feed(prompt[start:start + PREFILL_CHUNK])
+        end = start + size
+        logits = feed(prompt[start:end], end >= len(prompt))
+        start = end
     t1 = time.perf_counter()
     ids: list[int] = []
     logprobs: list[float] = []
     reason = "max_tokens"
+    scratch = None
     for step in range(max_new_tokens):
-        last = logits.astype(np.float64)
-        m = last.max()
-        log_z = m + np.log(np.exp(last - m).sum())
+        last = logits if logits.dtype == np.float32 else logits.astype(np.float32)
+        log_z, scratch = log_normalizer(last, scratch)
         allowed = constraint.allowed(ids) if constraint is not None else None
         if allowed is not None and len(allowed):
             masked = np.full_like(last, -np.inf)
@@ -165,7 +196,7 @@ def decode_loop(prompt: list[int], reuse: int, feed: Callable[[list[int]], np.nd
             reason = "stop_token"
             break
         ids.append(tok)
-        logprobs.append(float(last[tok] - log_z))  # the model's own, before temperature or constraint
+        logprobs.append(float(last[tok]) - log_z)  # the model's own, before temperature or constraint
         if stop_check is not None and stop_check(ids):
             reason = "stop_text"
             break
@@ -176,7 +207,7 @@ def decode_loop(prompt: list[int], reuse: int, feed: Callable[[list[int]], np.nd
         if cancel.is_set():
             log.info("generation cancelled after %d new tokens", len(ids))
             raise Cancelled()
-        logits = feed([tok])
+        logits = feed([tok], True)
     t2 = time.perf_counter()
     return Generation(ids, logprobs, reason, len(prompt), reuse, t1 - t0, t2 - t1)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -31,11 +32,14 @@ CONFIG_NAME = "genai_config.json"
 # KV buffer per slot, in tokens, grown (to the model's context length at most) when a prompt
 # needs more. Every slot holds one such buffer: 0.5B, fp32 on a CPU: 24 KiB per token.
 DEFAULT_MAX_LENGTH = {"cpu": 4096, "cuda": 8192}
+# Tokens per prefill pass, which bounds the time to notice a cancel: about a second on two
+# CPU cores; on a GPU 2,048 tokens take milliseconds, and every pass has a fixed cost.
+PREFILL_CHUNK = {"cpu": 256, "cuda": 2048}
 
 
 def _og():
-    import onnxruntime_genai as og
-    return og
+    from .ortenv import import_onnxruntime_genai  # telemetry off before the runtime starts
+    return import_onnxruntime_genai()
 
 
 def is_genai_model(directory: Path) -> bool:
@@ -52,7 +56,8 @@ class _Slot:
 class GenaiLM:
     supports_constraint = True
 
-    def __init__(self, directory: Path, device: str, threads: int | None = None, context_length: int | None = None):
+    def __init__(self, directory: Path, device: str, threads: int | None = None, context_length: int | None = None,
+                 session_options: dict | None = None):
         if device == "cuda":
             preload_cuda_libraries()
         og = _og()
@@ -62,8 +67,11 @@ class GenaiLM:
             config.append_provider("cuda")
             # Decode steps (one token) replay a captured CUDA graph: launches cost nothing.
             config.set_provider_option("cuda", "enable_cuda_graph", "1")
+        options = dict(session_options or {})
         if threads:
-            config.overlay(json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": threads}}}}))
+            options["intra_op_num_threads"] = threads
+        if options:
+            config.overlay(json.dumps({"model": {"decoder": {"session_options": options}}}))
         self.model = og.Model(config)
         self.directory = Path(directory)
         self.device = "cuda" if device == "cuda" else "cpu"
@@ -73,6 +81,12 @@ class GenaiLM:
         self._lock = threading.Lock()  # one decode at a time
         self._slots: dict[str, _Slot] = {}
         self._step_delay = debug_delay("step")
+        # Measured on an H200 (README, "Serving speed"): a prefill pass of a length the CUDA
+        # session has not run before costs about 50 ms more than the same pass again, so on a
+        # GPU prompts are cut into power-of-two passes whose shapes `warm_up` runs once at load.
+        # On a CPU a new length costs nothing extra, and fewer, longer passes are faster.
+        buckets = os.environ.get("TANDEM_PREFILL_BUCKETS", "")
+        self.bucketed = buckets == "1" or (buckets != "0" and self.device == "cuda")
 
     # -- cache slots -------------------------------------------------------------------
     def _new_slot(self, max_length: int) -> _Slot:
@@ -102,17 +116,31 @@ class GenaiLM:
         self.clear_cache()
         self.model = None
 
+    def warm_up(self) -> float:
+        """Run every prefill shape the bucketed loop uses, and one decode step (which captures
+        the CUDA graph), so the first completions do not pay for them. Returns seconds spent."""
+        t0 = time.perf_counter()
+        if self.bucketed:
+            size, ids = 1, []
+            while size <= min(PREFILL_CHUNK[self.device], self.context_length // 2):
+                ids = [1 + (i % 97) for i in range(size)]
+                self.generate([7, *ids], max_new_tokens=2, stop_ids=set())
+                size *= 2
+            self.generate([7], max_new_tokens=2, stop_ids=set())  # rewinds: leaves a cold cache
+        return time.perf_counter() - t0
+
     # -- forward passes ---------------------------------------------------------------
     @staticmethod
-    def _append(slot: _Slot, ids: list[int]) -> np.ndarray:
+    def _append(slot: _Slot, ids: list[int], want_logits: bool) -> np.ndarray | None:
         try:
             slot.generator.append_tokens(np.asarray(ids, dtype=np.int32))
-            logits = slot.generator.get_logits()
+            # Copied to the host only when the loop reads them (not for a prefill chunk's).
+            logits = slot.generator.get_logits()[0, -1] if want_logits else None
         except Exception as e:  # the runtime's own failure: out of memory, lost device
             slot.ids = []  # its cache can no longer be trusted
             raise BackendError(str(e)) from e
         slot.ids.extend(ids)
-        return logits[0, -1]
+        return logits
 
     def forward_logits(self, ids: list[int]) -> np.ndarray:
         """Logits of the prompt's last position from an empty cache (the serving graph is built
@@ -139,8 +167,10 @@ class GenaiLM:
                     raise BackendError(str(e)) from e
                 del s.ids[reuse:]
             t0 = time.perf_counter()
-            gen = decode_loop(prompt, reuse, lambda ids: self._append(s, ids), max_new_tokens=max_new_tokens,
-                              stop_ids=stop_ids, cancel=cancel, stop_check=stop_check, sampling=sampling,
-                              constraint=constraint, step_delay=self._step_delay)
+            gen = decode_loop(prompt, reuse, lambda ids, want: self._append(s, ids, want),
+                              max_new_tokens=max_new_tokens, stop_ids=stop_ids, cancel=cancel,
+                              stop_check=stop_check, sampling=sampling, constraint=constraint,
+                              step_delay=self._step_delay, prefill_chunk=PREFILL_CHUNK[self.device],
+                              bucketed=self.bucketed)
             gen.timings["total_s"] = time.perf_counter() - t0
             return gen

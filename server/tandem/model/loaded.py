@@ -125,5 +125,7 @@ def load_model(path: str | None, device: str, size: str = "auto") -> LoadedModel
 def _open_backend(files: ModelFiles, device: str, providers: list[str]) -> Backend:
     """onnxruntime-genai for graphs made by its builder, a raw session for optimum exports."""
     if is_genai_model(files.directory):
-        return GenaiLM(files.directory, device, default_threads(), files.manifest.get("context_length"))
+        lm = GenaiLM(files.directory, device, default_threads(), files.manifest.get("context_length"))
+        log.info("warmed up %s in %.2fs", files.label, lm.warm_up())  # a GPU failing here falls back too
+        return lm
     return CausalLM(files.onnx, providers, default_threads())

@@ -132,7 +132,7 @@ class CausalLM:
             past = [kv[:, :, :reuse, :] for kv in cache.kv] if reuse else self._empty_past()
             cache.ids, cache.kv = list(prompt[:reuse]), past
 
-            def feed(ids: list[int]) -> np.ndarray:
+            def feed(ids: list[int], want_logits: bool) -> np.ndarray:
                 # Each pass leaves the cache consistent: a cancel between passes keeps
                 # what was computed for the next request to reuse.
                 logits, cache.kv = self._forward(ids, cache.kv, len(cache.ids))
