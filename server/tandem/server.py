@@ -9,7 +9,6 @@ import asyncio
 import logging
 import threading
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, asdict
 
 from lsprotocol import types
@@ -18,6 +17,7 @@ from pygls.lsp.server import LanguageServer
 from . import __version__
 from .completion.engine import CompletionEngine
 from .completion.healing import vocab_table
+from .inference import InferenceService, Priority
 from .model.backend import BackendError
 from .model.loaded import LoadedModel, load_model
 from .model.loader import ModelError, disk_fingerprint
@@ -50,8 +50,9 @@ class TandemServer(LanguageServer):
         self.model: LoadedModel | None = None
         self.engine: CompletionEngine | None = None
         self.status = Status()
-        # One inference thread: the ONNX session is shared and decoding is serial anyway.
-        self.inference = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tandem-infer")
+        # One inference service: a priority queue (load, completion, docstring candidates,
+        # explanations) feeding one thread; it owns preemption and cancellation (inference.py).
+        self.inference = InferenceService()
         self.inflight: dict[str, threading.Event] = {}  # uri -> cancel flag of its running request
         self._load_task: asyncio.Task | None = None
         self._told_not_ready = False
@@ -125,14 +126,13 @@ class TandemServer(LanguageServer):
         token = str(uuid.uuid4())
         self.set_status(state="loading", message=reason or "Loading the model", device=None)
         progress = await self._progress_begin(token, "Tandem: loading the model")
-        loop = asyncio.get_running_loop()
         try:
-            model = await loop.run_in_executor(self.inference, load_model, settings.modelPath or None, device,
-                                               settings.modelSize)
+            model = await self.inference.run(Priority.LOAD, load_model, settings.modelPath or None, device,
+                                             settings.modelSize, name="load")
             # Token healing's table of the vocabulary (about 0.5 s for Qwen's): built while
             # loading, so the first completion does not wait for it (measured on an H200: the
             # first request took 0.5-1 s more without this).
-            await loop.run_in_executor(self.inference, vocab_table, model.codec)
+            await self.inference.run(Priority.LOAD, vocab_table, model.codec, name="vocab-table")
         except ModelError as e:
             self.model, self.engine = None, None
             log.error("%s", e)

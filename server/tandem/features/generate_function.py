@@ -18,6 +18,7 @@ from lsprotocol import types
 from ..generate.function import Candidate, checked_module, generate_candidate, prepare
 from ..generate.sandbox import Limits, Verdict, run_examples, scrub
 from ..generate.stub import MAX_DOCSTRING_CHARS, Stub, find_stub
+from ..inference import Priority
 from ..model.backend import Cancelled
 from ..provenance.store import Generated
 from ..text import offset_at, position_at
@@ -136,12 +137,11 @@ async def resolve(ls, action: types.CodeAction) -> types.CodeAction:
 async def _write(ls, model, uri: str, text: str, stub: Stub, cancel: threading.Event, token: str | None):
     """Candidates until one passes every example (or none can be run), at most the setting."""
     settings = ls.settings
-    loop = asyncio.get_running_loop()
     mode = settings.functionPrompt
     if mode == "auto":
         mode = "chat" if model.chat is not None else "fim"
-    job = await loop.run_in_executor(ls.inference, prepare, model, text, stub, mode,
-                                     settings.contextTokens, settings.prefixShare)
+    job = await ls.inference.run(Priority.FUNCTION, prepare, model, text, stub, mode,
+                                 settings.contextTokens, settings.prefixShare, cancel=cancel, name="function-prepare")
     limit = settings.functionCandidates or (8 if model.device == "cuda" else 4)
     note = None
     checking = settings.verifyExamples and bool(job.examples) and job.runnable is None
@@ -164,8 +164,10 @@ async def _write(ls, model, uri: str, text: str, stub: Stub, cancel: threading.E
             msg = f"candidate {i + 1} of up to {limit}" + (f"; best so far {best.verdict.summary}" if best and best.verdict else "")
             ls.work_done_progress.report(token, types.WorkDoneProgressReport(message=msg, percentage=int(100 * i / limit)))
         tried += 1
-        cand = await loop.run_in_executor(ls.inference, generate_candidate, model, job, i,
-                                          settings.maxTokensFunction, cancel)
+        # Not preemptible: a completion arriving meanwhile waits for this candidate to end
+        # (restarting it would throw its tokens away); explanations wait for it.
+        cand = await ls.inference.run(Priority.FUNCTION, generate_candidate, model, job, i,
+                                      settings.maxTokensFunction, cancel, cancel=cancel, name="function")
         if cancel.is_set():
             raise Cancelled()
         if cand is None or cand.body in seen:

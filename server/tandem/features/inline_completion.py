@@ -10,13 +10,13 @@ server then remembers the inserted text (for hover explanations).
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
 
 from lsprotocol import types
 
+from ..inference import Priority
 from ..model.backend import Cancelled
 from ..provenance.confidence import spans_of_ids
 from ..provenance.store import Generated
@@ -51,12 +51,12 @@ async def complete(ls, params: types.InlineCompletionParams) -> types.InlineComp
         older.set()  # the user typed on: that answer is stale
     cancel = threading.Event()
     ls.inflight[uri] = cancel
-    loop = asyncio.get_running_loop()
     try:
-        result = await loop.run_in_executor(ls.inference, engine.complete, text, offset, ls.settings, cancel)
-    except asyncio.CancelledError:
-        cancel.set()  # $/cancelRequest: stop the decode loop, not just the await
-        raise
+        # Highest priority on the inference service; `$/cancelRequest` (the task's cancellation)
+        # sets `cancel` there, which stops the decode loop within one step or drops the job
+        # while it is still queued.
+        result = await ls.inference.run(Priority.COMPLETION, engine.complete, text, offset, ls.settings, cancel,
+                                        cancel=cancel, name="completion")
     except Cancelled:
         return empty
     except Exception as e:  # keep serving; a GPU failure switches to the CPU

@@ -30,6 +30,7 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import PurePosixPath
 
+from ..inference import InferenceService, Priority
 from ..model.backend import Cancelled
 
 log = logging.getLogger(__name__)
@@ -186,6 +187,8 @@ class Explainer:
     def __init__(self, get_model, executor, *, idle_s: float = IDLE_S, slice_tokens: int = SLICE_TOKENS,
                  cache_size: int = 128, on_done=None):
         self.get_model = get_model
+        # The server's InferenceService (slices run at its EXPLAIN priority and are preempted
+        # by anything more urgent), or any Executor (tests).
         self.executor = executor
         self.idle_s = idle_s
         self.slice_tokens = slice_tokens
@@ -309,8 +312,7 @@ class Explainer:
                     job.running = True
                     t = time.perf_counter()
                     try:
-                        new, reason = await loop.run_in_executor(
-                            self.executor, self._slice, model, prompt + ids, n, job.cancel, style, ids)
+                        new, reason = await self._on_thread(loop, model, prompt + ids, n, job.cancel, style, ids)
                     except Cancelled as c:
                         ids += c.args[0] if c.args and isinstance(c.args[0], list) else []
                         if job.stopped:
@@ -359,6 +361,16 @@ class Explainer:
         finally:
             if self._jobs.get(job.key) is job:
                 del self._jobs[job.key]
+
+    async def _on_thread(self, loop, model, prompt: list[int], n: int, cancel: threading.Event, style: str,
+                         before: list[int]):
+        args = (model, prompt, n, cancel, style, before)
+        if isinstance(self.executor, InferenceService):
+            # Resumable: a completion or docstring job arriving sets `cancel`, and the loop in
+            # `_run` resumes from the tokens written so far.
+            return await self.executor.run(Priority.EXPLAIN, self._slice, *args, cancel=cancel, preemptible=True,
+                                           name="explain")
+        return await loop.run_in_executor(self.executor, self._slice, *args)
 
     def _prompt(self, model, req: Request, style: str) -> list[int] | None:
         if style == "chat":
