@@ -17,6 +17,7 @@ from pygls.lsp.server import LanguageServer
 from . import __version__
 from .completion.engine import CompletionEngine
 from .completion.healing import vocab_table
+from .context import ContextService
 from .inference import InferenceService, Priority
 from .model.backend import BackendError
 from .model.loaded import LoadedModel, load_model
@@ -63,6 +64,9 @@ class TandemServer(LanguageServer):
         # file at the first didOpen. Explanations decode on the same inference thread.
         self.provenance = ProvenanceStore()
         self.explainer = Explainer(lambda: self.model, self.inference)
+        # Other files' definitions and similar code for prompts (tandem/context); the index of
+        # the workspace starts at the first didOpen.
+        self.context = ContextService()
 
     def report_server_error(self, error: Exception, source) -> None:
         report_server_error(self, error, source)  # logged, not an "Error in server" pop-up
@@ -214,7 +218,7 @@ def _stamp(model_path: str | None) -> tuple:
 
 
 def create_server() -> TandemServer:
-    from .features import code_actions, explain, hover, inline_completion, lifecycle, tracking
+    from .features import code_actions, context, explain, hover, inline_completion, lifecycle, tracking
 
     server = TandemServer()
     lifecycle.register(server)
@@ -223,4 +227,5 @@ def create_server() -> TandemServer:
     hover.register(server)
     explain.register(server)
     code_actions.register(server)
+    context.register(server)
     return server

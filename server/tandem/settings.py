@@ -6,6 +6,7 @@ from dataclasses import dataclass, fields, replace
 DEVICES = ("auto", "cuda", "cpu")
 MODEL_SIZES = ("auto", "0.5b", "1.5b")
 FUNCTION_PROMPTS = ("auto", "chat", "fim")
+CONTEXT_SOURCES = ("imports", "similar", "path")  # tandem/context providers
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,10 @@ class Settings:
     verifyTimeoutMs: int = 5000  # per candidate, all its examples together
     maxTokensFunction: int = 320
     functionPrompt: str = "auto"  # auto: the chat template when the model has one, else FIM
+    # Context from other files (tandem/context): the share of contextTokens it may take (what
+    # it leaves unused goes to the current file), and which providers run.
+    contextShare: float = 0.3
+    contextSources: tuple = CONTEXT_SOURCES
 
     def restart_needed(self, other: "Settings") -> bool:
         """Settings that change the loaded model, not just one request."""
@@ -40,6 +45,7 @@ _LIMITS = {
     "functionCandidates": (0, 32),
     "verifyTimeoutMs": (200, 120000),
     "maxTokensFunction": (16, 2048),
+    "contextShare": (0.0, 0.8),
 }
 _CHOICES = {"device": DEVICES, "functionPrompt": FUNCTION_PROMPTS, "modelSize": MODEL_SIZES}
 
@@ -62,6 +68,8 @@ def parse_settings(raw: object, base: Settings | None = None) -> tuple[Settings,
         if problem:
             errors.append(f"Setting tandem.{key} = {value!r} is invalid: {problem}. Using {default!r}.")
             continue
+        if isinstance(default, tuple):
+            value = tuple(dict.fromkeys(value))  # a list in JSON; duplicates dropped
         values[key] = float(value) if isinstance(default, float) else value
     return replace(base, **values), errors
 
@@ -69,6 +77,11 @@ def parse_settings(raw: object, base: Settings | None = None) -> tuple[Settings,
 def _check(key: str, value: object, default: object) -> str | None:
     if isinstance(default, bool):
         return None if isinstance(value, bool) else "expected true or false"
+    if isinstance(default, tuple):
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            return "expected a list of strings"
+        bad = [v for v in value if v not in CONTEXT_SOURCES]
+        return f"unknown {', '.join(map(repr, bad))}; expected some of {', '.join(CONTEXT_SOURCES)}" if bad else None
     if isinstance(default, str):
         if not isinstance(value, str):
             return "expected a string"

@@ -29,11 +29,13 @@ describe('package.json', () => {
       'tandem.verifyTimeoutMs': ['integer', 5000],
       'tandem.maxTokensFunction': ['integer', 320],
       'tandem.functionPrompt': ['string', 'auto'],
+      'tandem.contextShare': ['number', 0.3],
+      'tandem.contextSources': ['array', ['imports', 'similar', 'path']],
     };
     assert.deepEqual(Object.keys(props).sort(), Object.keys(expected).sort());
     for (const [key, [type, dflt]] of Object.entries(expected)) {
       assert.equal(props[key].type, type, key);
-      assert.equal(props[key].default, dflt, key);
+      assert.deepEqual(props[key].default, dflt, key);
     }
     assert.deepEqual(props['tandem.device'].enum, ['auto', 'cuda', 'cpu']);
     assert.deepEqual(props['tandem.modelSize'].enum, ['auto', '0.5b', '1.5b']);

@@ -59,14 +59,17 @@ class CompletionEngine:
         if not self._heals() or not prompt.prefix_tokens:
             return prompt.ids, healing.NO_HEALING, None
         table = healing.vocab_table(self.model.codec)
-        end = 1 + prompt.prefix_tokens  # ids: [fim prefix, *prefix, fim suffix, *suffix, fim middle]
-        heal = healing.backoff(table, prompt.ids[1:end])
+        h = prompt.head_tokens  # ids: [*context, fim prefix, *prefix, fim suffix, *suffix, fim middle]
+        end = h + 1 + prompt.prefix_tokens
+        heal = healing.backoff(table, prompt.ids[h + 1:end])
         if not heal.drop:
             return prompt.ids, heal, None
         return prompt.ids[:end - heal.drop] + prompt.ids[end:], heal, healing.PrefixConstraint.for_healing(table, heal)
 
     def complete(self, text: str, offset: int, settings: Settings,
-                 cancel: threading.Event | None = None) -> Completion | None:
+                 cancel: threading.Event | None = None, context=None) -> Completion | None:
+        """`context`: a tandem.context.ContextBlock (other files, this file's path) whose ids
+        go first in the prompt, within the same contextTokens budget."""
         t0 = time.perf_counter()
         if len(text) > MAX_DOCUMENT_CHARS:
             return None
@@ -79,8 +82,9 @@ class CompletionEngine:
         # Cache key: exactly what the model would see, plus the limits that shape the output.
         span = budget * CHARS_PER_TOKEN_MAX  # the most text the prompt builder can look at
         window = (prefix[-span:], suffix[:span])
+        head = tuple(context.ids) if context is not None else ()
         key = (window, ctx.multiline, settings.maxTokensSingleLine, settings.maxTokensMultiLine,
-               budget, settings.prefixShare)
+               budget, settings.prefixShare, context.key if context is not None else None)
         hit = self._cached(key, t0)
         if hit is not None:
             return hit if hit.text else None
@@ -89,7 +93,7 @@ class CompletionEngine:
         # spaces. We then remove the part of it the cursor already stands on.
         indent = ctx.line_prefix if not ctx.line_prefix.strip() else ""
         prompt = build_fim_prompt(self.model.codec, self.model.fim, _encodable(prefix[:len(prefix) - len(indent)]),
-                                  _encodable(suffix), budget, settings.prefixShare)
+                                  _encodable(suffix), max(64, budget - len(head)), settings.prefixShare, head)
         limit = settings.maxTokensMultiLine if ctx.multiline else settings.maxTokensSingleLine
         codec = self.model.codec
         ids, heal, constraint = self._heal(prompt)

@@ -8,7 +8,7 @@ and the model's KV cache from the last request can be reused.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, Sequence
 
 PREFIX_ALIGN = 16  # lines
 CHARS_PER_TOKEN_MAX = 8  # generous: code averages 3-4; only bounds how much we tokenize
@@ -32,16 +32,19 @@ class FimPrompt:
     suffix_end: int  # offset in the given suffix where the prompt's suffix ends
     prefix_tokens: int
     suffix_tokens: int
+    head_tokens: int = 0  # context (tandem/context) before <|fim_prefix|>: ids[head_tokens] is fim.prefix
 
 
 def build_fim_prompt(enc: Encoder, fim: FimIds, prefix: str, suffix: str,
-                     budget: int, prefix_share: float) -> FimPrompt:
+                     budget: int, prefix_share: float, head: Sequence[int] = ()) -> FimPrompt:
+    """`budget` tokens for the current file's text; `head` (the repository context and the
+    file's own `<|file_sep|>path` line, see tandem/context) goes first, unchanged."""
     budget = max(budget, 8)
     want_prefix = int(budget * prefix_share)
     suffix_ids, suffix_end = _head(enc, suffix, budget - want_prefix + _spare(enc, prefix, want_prefix))
     prefix_ids, prefix_start = _tail(enc, prefix, budget - len(suffix_ids))
-    ids = [fim.prefix, *prefix_ids, fim.suffix, *suffix_ids, fim.middle]
-    return FimPrompt(ids, prefix_start, suffix_end, len(prefix_ids), len(suffix_ids))
+    ids = [*head, fim.prefix, *prefix_ids, fim.suffix, *suffix_ids, fim.middle]
+    return FimPrompt(ids, prefix_start, suffix_end, len(prefix_ids), len(suffix_ids), len(head))
 
 
 def _spare(enc: Encoder, prefix: str, want: int) -> int:

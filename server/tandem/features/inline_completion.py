@@ -21,6 +21,7 @@ from ..model.backend import Cancelled
 from ..provenance.confidence import spans_of_ids
 from ..provenance.store import Generated
 from ..text import line_end, line_span, offset_at, position_at
+from .context import block_for, sources_of
 from .tracking import ACCEPT_COMMAND
 
 log = logging.getLogger(__name__)
@@ -51,12 +52,14 @@ async def complete(ls, params: types.InlineCompletionParams) -> types.InlineComp
         older.set()  # the user typed on: that answer is stale
     cancel = threading.Event()
     ls.inflight[uri] = cancel
+    # Other files' definitions and similar code, on their time budget (tandem/context).
+    block = await block_for(ls, engine.model, uri, text, offset)
     try:
         # Highest priority on the inference service; `$/cancelRequest` (the task's cancellation)
         # sets `cancel` there, which stops the decode loop within one step or drops the job
         # while it is still queued.
         result = await ls.inference.run(Priority.COMPLETION, engine.complete, text, offset, ls.settings, cancel,
-                                        cancel=cancel, name="completion")
+                                        block, cancel=cancel, name="completion")
     except Cancelled:
         return empty
     except Exception as e:  # keep serving; a GPU failure switches to the CPU
@@ -80,11 +83,12 @@ async def complete(ls, params: types.InlineCompletionParams) -> types.InlineComp
         insert_text=result.text + kept,
         range=types.Range(types.Position(start_line, start_char), types.Position(end_line, end_char)),
     )
-    item.command = _offer(ls, engine, uri, text, offset, result, item.insert_text)
+    item.command = _offer(ls, engine, uri, text, offset, result, item.insert_text, sources_of(block))
     return types.InlineCompletionList(items=[item])
 
 
-def _offer(ls, engine, uri: str, text: str, offset: int, result, insert_text: str) -> types.Command:
+def _offer(ls, engine, uri: str, text: str, offset: int, result, insert_text: str,
+           context_sources: list[dict] = ()) -> types.Command:
     """Offer the item to provenance; its command tells the server it was accepted. The lines
     the prompt covered come from the engine; the per-token confidence is worked out only on
     acceptance, from the generated tokens themselves."""
@@ -95,7 +99,8 @@ def _offer(ls, engine, uri: str, text: str, offset: int, result, insert_text: st
     ids, logprobs, skip = result.token_ids, result.logprobs, result.token_skip
 
     def resolve() -> dict:
-        return {"prompt_sources": [{"uri": uri, "lines": lines}],
+        return {"prompt_sources": [{"uri": uri, "lines": lines, "what": "text around the cursor"},
+                                   *context_sources],
                 "tokens": spans_of_ids(codec, ids, logprobs, skip=skip, limit=len(completion))}
 
     gid = ls.provenance.offer(Generated(

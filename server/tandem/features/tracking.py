@@ -22,6 +22,7 @@ from ..provenance.explain import Explanation, request_for
 from ..provenance.render import file_name
 from ..provenance.store import Region
 from ..text import index_of
+from . import context as context_feature
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,9 @@ def register(server) -> None:
     def did_open(ls, params: types.DidOpenTextDocumentParams):
         ensure_bound(ls)
         ls.provenance.opened(params.text_document.uri, params.text_document.text)
+        context_feature.bind(ls)
+        td = params.text_document
+        ls.context.opened(td.uri, td.text, td.version)
 
     @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
     def did_change(ls, params: types.DidChangeTextDocumentParams):
@@ -68,10 +72,13 @@ def register(server) -> None:
                 changes.append(((rng.start.line, rng.start.character, rng.end.line, rng.end.character), c.text))
         if ls.provenance.changed(uri, changes, doc.source if doc is not None else None, ls.encoding):
             schedule_save(ls)
+        if doc is not None:
+            ls.context.changed(uri, doc.source, doc.version)
 
     @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls, params: types.DidCloseTextDocumentParams):
         ls.provenance.closed(params.text_document.uri)
+        ls.context.closed(params.text_document.uri)
         _save_now(ls)
 
     @server.feature(DOCUMENT_STATE)

@@ -1,0 +1,488 @@
+"""The context seam: what other files contribute to a prompt, found on a time budget.
+
+Providers (each can be switched off with the `contextSources` setting):
+  - "imports": definitions of the names the current file imports from the workspace
+    (signatures, class headers, first docstring lines, constants), nearest files first;
+  - "similar": the most similar windows of recently opened and edited files (Jaccard);
+  - "path": the current file's path in the workspace.
+
+Each provider runs on a small thread pool against a deadline. One that is not done in time
+is skipped for this request, never waited for; it goes on in the background and its result,
+cached by its inputs, serves the next request. Results are keyed by what they depend on (the
+file's import lines, the lines above the cursor's line, the index's generation, the other
+documents' versions), so while the user types on one line the context, its rendering and the
+token ids the model sees first stay exactly the same: the runtime then reuses their KV cache.
+
+Rendered in Qwen2.5-Coder's repository format, before the current file:
+    <|repo_name|>NAME\\n <|file_sep|>PATH\\nCONTENT\\n ... <|file_sep|>CURRENT_PATH\\n
+and then the fill-in-the-middle part of the current file (completion/prompt.py). Chat prompts
+(docstring action, explanations) get the same pieces as fenced blocks (`as_markdown`).
+
+Plain Python: no pygls.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from . import outline as O
+from . import similar as S
+from .index import WorkspaceIndex, distance
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("imports", "similar", "path")
+PROVIDER_BUDGET_S = 0.05  # each provider, all running at once
+RECENT_DOCS = 20
+MAX_DEFINITIONS = 48
+MAX_SIMILAR = 4
+RESULTS_CACHE = 256
+BLOCKS_CACHE = 64
+FOLLOW_REEXPORTS = 2  # `from .x import A` in a package's __init__: followed this deep
+
+
+def uri_to_path(uri: str) -> str | None:
+    if not uri.startswith("file:"):
+        return None
+    try:
+        return os.path.abspath(unquote(urlparse(uri).path))
+    except ValueError:
+        return None
+
+
+def path_to_uri(path: str) -> str:
+    return Path(path).as_uri()
+
+
+@dataclass(frozen=True)
+class Piece:
+    uri: str
+    rel: str  # the path shown to the model
+    first: int  # 0-based lines in that file, inclusive
+    last: int
+    text: str
+    what: str
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the providers found for one request: model-independent."""
+    repo: str
+    path: str  # the current file's path in the prompt ("" when the path source is off)
+    pieces: tuple[Piece, ...]  # best first
+    key: tuple
+    skipped: tuple[str, ...] = ()  # providers that missed their deadline
+    ms: float = 0.0
+
+    @property
+    def empty(self) -> bool:
+        return not self.pieces and not self.path
+
+
+@dataclass(frozen=True)
+class ContextBlock:
+    """The context rendered for one model: the token ids that come before <|fim_prefix|>."""
+    ids: tuple[int, ...]
+    sources: list = field(default_factory=list)  # [{"uri", "lines": [a, b], "what"}] per piece used
+    key: tuple = ()
+    text: str = ""
+
+
+@dataclass
+class _Doc:
+    uri: str
+    path: str | None
+    version: int
+    text: str
+    windows: list | None = None
+
+
+def special_id(codec, token: str) -> int | None:
+    """The id of a special token such as <|file_sep|> (inserted by id: the tokenizer would
+    split its text)."""
+    for obj in (codec, getattr(codec, "_tok", None)):
+        f = getattr(obj, "token_to_id", None)
+        if f is not None:
+            try:
+                i = f(token)
+            except Exception:
+                i = None
+            if i is not None:
+                return int(i)
+    return None
+
+
+class ContextService:
+    def __init__(self, budget_s: float = PROVIDER_BUDGET_S, workers: int = 3):
+        self.budget_s = budget_s
+        self.index: WorkspaceIndex | None = None
+        self.repo = ""
+        self._docs: OrderedDict[str, _Doc] = OrderedDict()
+        self._open: set[str] = set()
+        self._lock = threading.RLock()
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tandem-context")
+        self._results: OrderedDict[tuple, object] = OrderedDict()
+        self._running: dict[tuple, Future] = {}
+        self._blocks: OrderedDict[tuple, ContextBlock] = OrderedDict()
+        self._loose: WorkspaceIndex | None = None
+
+    # -- workspace and documents ---------------------------------------------------------
+    def bind(self, roots: list[str], start: bool = True) -> None:
+        roots = [r for r in roots if r and os.path.isdir(r)]
+        if self.index is not None or not roots:
+            return
+        self.index = WorkspaceIndex(roots)
+        self.repo = os.path.basename(os.path.abspath(roots[0]).rstrip(os.sep)) or "workspace"
+        with self._lock:
+            for d in self._docs.values():
+                if d.path and d.uri in self._open:
+                    self.index.set_text(d.path, d.version, d.text)
+        if start:
+            self.index.start()
+
+    def opened(self, uri: str, text: str, version: int | None) -> None:
+        self._put(uri, text, version or 0, opened=True)
+        self.prefetch(uri)
+
+    def changed(self, uri: str, text: str, version: int | None) -> None:
+        self._put(uri, text, version or 0, opened=True)
+
+    def closed(self, uri: str) -> None:
+        with self._lock:
+            self._open.discard(uri)
+            d = self._docs.get(uri)
+        if d is not None and d.path and self.index is not None:
+            self.index.set_text(d.path, 0, None)  # the file on disk counts again
+
+    def saved(self, uri: str) -> None:
+        path = uri_to_path(uri)
+        if path and self.index is not None:
+            self.index.invalidate(path)
+
+    def files_changed(self, events: list[tuple[str, int]]) -> None:
+        """workspace/didChangeWatchedFiles: (uri, type) with type 1 created, 2 changed, 3 deleted."""
+        if self.index is None:
+            return
+        for uri, kind in events:
+            path = uri_to_path(uri)
+            if not path:
+                continue
+            if kind == 3:
+                self.index.remove(path)
+            elif kind == 1:
+                self.index.add(path)
+            else:
+                self.index.invalidate(path)
+
+    def _put(self, uri: str, text: str, version: int, opened: bool) -> None:
+        path = uri_to_path(uri)
+        with self._lock:
+            d = self._docs.get(uri)
+            if d is None:
+                d = self._docs[uri] = _Doc(uri, path, version, text)
+            else:
+                d.version, d.text, d.windows = version, text, None
+            self._docs.move_to_end(uri)
+            if opened:
+                self._open.add(uri)
+            while len(self._docs) > RECENT_DOCS:
+                old = next(iter(self._docs))
+                if old in self._open and len(self._open) >= RECENT_DOCS:
+                    break
+                self._docs.pop(old)
+        if path and self.index is not None:
+            self.index.set_text(path, version, text)
+
+    def prefetch(self, uri: str) -> None:
+        """Start the import definitions of a document in the background (warms the outlines)."""
+        with self._lock:
+            d = self._docs.get(uri)
+        if d is None or not d.path:
+            return
+        key = self._imports_key(d.path, d.text, self._others_stamp(uri))
+        self._submit(key, self._imports, d.path, d.text)
+
+    # -- gathering --------------------------------------------------------------------------
+    def gather(self, uri: str, text: str, offset: int, sources=SOURCES, budget_s: float | None = None) -> Context:
+        """The context for a request at `offset` in `text` (the document `uri`)."""
+        t0 = time.perf_counter()
+        budget = self.budget_s if budget_s is None else budget_s
+        path = uri_to_path(uri)
+        rel = self._rel(uri, path)
+        stamp = self._others_stamp(uri)
+        jobs: list[tuple[str, tuple, object, tuple]] = []
+        if "imports" in sources and path and path.endswith((".py", ".pyi")):
+            jobs.append(("imports", self._imports_key(path, text, stamp), self._imports, (path, text)))
+        if "similar" in sources:
+            q = S.query_lines(text, offset)
+            key = ("similar", uri, hashlib.sha1(q.encode("utf-8", "replace")).hexdigest(), stamp)
+            jobs.append(("similar", key, self._similar, (uri, q)))
+        futures = {name: (key, self._submit(key, fn, *args)) for name, key, fn, args in jobs}
+        pending = [f for _k, f in futures.values() if not f.done()]
+        if pending:
+            wait(pending, timeout=max(0.0, budget - (time.perf_counter() - t0)))
+        pieces: list[Piece] = []
+        keys, skipped = [], []
+        for name, (key, fut) in futures.items():
+            if not fut.done():
+                skipped.append(name)
+                continue
+            try:
+                found = fut.result()
+            except Exception:
+                log.exception("context provider %s failed", name)
+                found = ()
+            pieces.extend(found)
+            keys.append(key)
+        shown = rel if "path" in sources else ""
+        ms = (time.perf_counter() - t0) * 1000
+        if skipped:
+            log.info("context: %s skipped (over %.0f ms)", ", ".join(skipped), budget * 1000)
+        return Context(self.repo or "workspace", shown, tuple(pieces), (shown, tuple(keys)), tuple(skipped), ms)
+
+    def _submit(self, key: tuple, fn, *args) -> Future:
+        with self._lock:
+            if key in self._results:
+                self._results.move_to_end(key)
+                f: Future = Future()
+                f.set_result(self._results[key])
+                return f
+            running = self._running.get(key)
+            if running is not None:
+                return running
+            fut = self._pool.submit(self._keep, key, fn, *args)
+            self._running[key] = fut
+            return fut
+
+    def _keep(self, key: tuple, fn, *args):
+        try:
+            value = tuple(fn(*args))
+        finally:
+            with self._lock:
+                self._running.pop(key, None)
+        with self._lock:
+            self._results[key] = value
+            while len(self._results) > RESULTS_CACHE:
+                self._results.popitem(last=False)
+        return value
+
+    def _others_stamp(self, uri: str) -> tuple:
+        with self._lock:
+            docs = tuple((d.uri, d.version) for d in self._docs.values() if d.uri != uri)
+        gen = self.index.generation if self.index is not None else -1
+        return gen, docs
+
+    def _imports_key(self, path: str, text: str, stamp: tuple) -> tuple:
+        return ("imports", path, hashlib.sha1(O.import_lines_key(text).encode("utf-8", "replace")).hexdigest(),
+                stamp)
+
+    def _rel(self, uri: str, path: str | None) -> str:
+        if path is None:
+            return unquote(urlparse(uri).path).rsplit("/", 1)[-1] or uri
+        if self.index is not None:
+            return self.index.relpath(path)
+        return os.path.basename(path)
+
+    # -- providers --------------------------------------------------------------------------
+    def _index(self, path: str) -> WorkspaceIndex:
+        if self.index is not None:
+            return self.index
+        # No workspace folder: the importing file's own folder (siblings and relative imports),
+        # never walked; its outlines are cached like the index's.
+        with self._lock:
+            if self._loose is None:
+                self._loose = WorkspaceIndex([])
+            return self._loose
+
+    def _imports(self, path: str, text: str) -> list[Piece]:
+        idx = self._index(path)
+        here = os.path.dirname(path)
+        found: OrderedDict[tuple[str, str], O.Definition] = OrderedDict()
+        order: dict[str, int] = {}
+
+        def take(mpath: str, names: list[str] | None, depth: int = 0) -> None:
+            if os.path.abspath(mpath) == os.path.abspath(path):
+                return  # a file importing itself (or a cycle back to it)
+            defs = idx.outline_of(mpath)
+            if names is None:  # `import m`: what the file uses of it, else its first definitions
+                names = [n for n, d in defs.items() if d.kind != "import" and not n.startswith("_")][:8]
+            for n in names:
+                d = defs.get(n)
+                if d is None:
+                    continue
+                if d.kind == "import":
+                    if depth < FOLLOW_REEXPORTS:
+                        target = _resolve_from(idx, d.source, mpath)
+                        if target is not None:
+                            take(target, [d.text], depth + 1)
+                    continue
+                if (mpath, n) not in found and len(found) < MAX_DEFINITIONS:
+                    found[(mpath, n)] = d
+                    order.setdefault(mpath, len(order))
+
+        for imp in O.imports(text):
+            try:
+                if imp.names:
+                    mpath = _resolve_from(idx, imp.module, path)
+                    for n in imp.names:
+                        defs = idx.outline_of(mpath) if mpath else {}
+                        if n in defs:
+                            take(mpath, [n])
+                            continue
+                        sub = _resolve_from(idx, _join(imp.module, n), path)
+                        if sub is not None:  # `from pkg import module`
+                            used = O.attributes_used(text, n)
+                            take(sub, used or None)
+                else:
+                    mpath = idx.resolve(imp.module, path)
+                    if mpath is not None:
+                        used = O.attributes_used(text, imp.alias)
+                        take(mpath, used or None)
+            except Exception:
+                log.exception("context: import %s", imp)
+        files = sorted(order, key=lambda p: (distance(here, os.path.dirname(p)), order[p]))
+        rank = {p: i for i, p in enumerate(files)}
+        items = sorted(found.items(), key=lambda kv: (rank[kv[0][0]], kv[1].first))
+        return [Piece(path_to_uri(p), idx.relpath(p), d.first, d.last, d.text, f"definition of {n}")
+                for (p, n), d in items]
+
+    def _similar(self, uri: str, query: str) -> list[Piece]:
+        q = S.tokens(query)
+        if len(q) < S.MIN_QUERY_TOKENS:
+            return []
+        with self._lock:
+            docs = [d for d in self._docs.values() if d.uri != uri]
+        pool = []
+        texts = {}
+        for d in docs:
+            version, text = d.version, d.text
+            if d.windows is None or d.windows[0] != version:
+                d.windows = (version, S.windows(text))
+            pool.append((d.uri, d.windows[1]))
+            texts[d.uri] = text
+        by_uri = {d.uri: d for d in docs}
+        out = []
+        for score, key, w in S.best_windows(q, pool, MAX_SIMILAR):
+            d = by_uri[key]
+            lines = texts[key].split("\n")[w.first:w.last + 1]
+            text = "\n".join(lines).rstrip()
+            if text:
+                out.append(Piece(d.uri, self._rel(d.uri, d.path), w.first, w.last, text,
+                                 f"similar code ({score:.2f})"))
+        return out
+
+    # -- rendering ----------------------------------------------------------------------------
+    def block(self, codec, context: Context, budget_tokens: int) -> ContextBlock | None:
+        """The context as token ids in the repository format, within `budget_tokens`; None when
+        there is nothing to add or the tokenizer lacks the repository tokens."""
+        if not context.pieces or budget_tokens <= 0:
+            return None  # nothing from other files: the plain FIM prompt (the path alone is not worth a new layout)
+        repo_id, sep_id = special_id(codec, "<|repo_name|>"), special_id(codec, "<|file_sep|>")
+        if repo_id is None or sep_id is None:
+            return None
+        key = (id(codec), context.key, context.repo, budget_tokens)
+        with self._lock:
+            hit = self._blocks.get(key)
+            if hit is not None:
+                self._blocks.move_to_end(key)
+                return hit
+        head = [repo_id, *codec.encode(context.repo + "\n")]
+        tail = [sep_id, *codec.encode(context.path + "\n")]
+        left = budget_tokens - len(head) - len(tail)
+        if left < 0:
+            return None
+        chosen: list[Piece] = []
+        files_cost: dict[str, int] = {}
+        for p in context.pieces:
+            cost = len(codec.encode(p.text)) + 2
+            if p.rel not in files_cost:
+                cost += 1 + len(codec.encode(p.rel + "\n"))
+            if cost > left:
+                continue
+            left -= cost
+            files_cost[p.rel] = files_cost.get(p.rel, 0) + cost
+            chosen.append(p)
+        if not chosen:
+            return None
+        ids, text = list(head), f"<|repo_name|>{context.repo}\n"
+        sources = []
+        for rel, group in reversed(_by_file(chosen)):  # the most relevant file next to the current one
+            content = "\n\n".join(p.text for p in group) + "\n"
+            ids += [sep_id, *codec.encode(f"{rel}\n{content}")]
+            text += f"<|file_sep|>{rel}\n{content}"
+            sources += [{"uri": p.uri, "lines": [p.first, p.last], "what": p.what} for p in group]
+        ids += tail
+        text += f"<|file_sep|>{context.path}\n"
+        blk = ContextBlock(tuple(ids), sources, key, text)
+        with self._lock:
+            self._blocks[key] = blk
+            while len(self._blocks) > BLOCKS_CACHE:
+                self._blocks.popitem(last=False)
+        return blk
+
+    def prompt_head(self, codec, uri: str, text: str, offset: int, sources, budget_tokens: int) -> ContextBlock | None:
+        return self.block(codec, self.gather(uri, text, offset, sources), budget_tokens)
+
+    def shutdown(self) -> None:
+        if self.index is not None:
+            self.index.stop()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _join(module: str, name: str) -> str:
+    return module + name if module.endswith(".") or not module else module + "." + name
+
+
+def _resolve_from(idx: WorkspaceIndex, module: str, importer: str) -> str | None:
+    if not module:
+        return None
+    found = idx.resolve(module, importer)
+    if found is None and not module.startswith("."):
+        # A sibling module (a script's own folder is on sys.path), also before the index is built.
+        base = os.path.join(os.path.dirname(importer), *module.split("."))
+        for cand in (base + ".py", os.path.join(base, "__init__.py")):
+            if os.path.isfile(cand):
+                return cand
+    return found
+
+
+def _by_file(pieces: list[Piece]) -> list[tuple[str, list[Piece]]]:
+    """Pieces grouped by file, files in order of their best piece, pieces in line order,
+    a piece inside another one left out."""
+    groups: OrderedDict[str, list[Piece]] = OrderedDict()
+    for p in pieces:
+        groups.setdefault(p.rel, []).append(p)
+    out = []
+    for rel, ps in groups.items():
+        ps = sorted(ps, key=lambda p: (p.first, -p.last))
+        kept: list[Piece] = []
+        for p in ps:
+            if kept and p.first >= kept[-1].first and p.last <= kept[-1].last and p.what.startswith("similar"):
+                continue
+            kept.append(p)
+        out.append((rel, kept))
+    return out
+
+
+def as_markdown(context: Context, max_chars: int, language: str = "python") -> tuple[str, list[dict]]:
+    """The pieces as fenced blocks with their paths (for chat prompts), within `max_chars`."""
+    chosen, used = [], 0
+    for p in context.pieces:
+        if used + len(p.text) + len(p.rel) + 16 > max_chars:
+            continue
+        chosen.append(p)
+        used += len(p.text) + len(p.rel) + 16
+    parts, sources = [], []
+    for rel, group in _by_file(chosen):
+        body = "\n\n".join(p.text for p in group)
+        parts.append(f"# {rel}\n```{language}\n{body}\n```")
+        sources += [{"uri": p.uri, "lines": [p.first, p.last], "what": p.what} for p in group]
+    return "\n\n".join(parts), sources

@@ -1,0 +1,333 @@
+"""tandem/context: the providers (imports, similar, path), the index, the deadline, rendering."""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tandem.context import outline as O
+from tandem.context import similar as S
+from tandem.context.index import WorkspaceIndex, read_source
+from tandem.context.service import ContextService, as_markdown, path_to_uri
+from tandem.settings import Settings, parse_settings
+
+
+class CharCodec:
+    """One token per character, special tokens by id."""
+    SPECIAL = {"<|repo_name|>": 1000, "<|file_sep|>": 1001}
+
+    def encode(self, text: str) -> list[int]:
+        return [ord(c) % 999 for c in text]
+
+    def token_to_id(self, token: str):
+        return self.SPECIAL.get(token)
+
+
+def write(root: Path, rel: str, text: str) -> Path:
+    p = root / rel
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+SHAPES = '''"""Shapes."""
+import math
+
+PI2 = 2 * math.pi
+_HIDDEN = 1
+
+class Circle(Base):
+    """A circle of a given radius.
+
+    More detail that is not shown."""
+    kind = "circle"
+
+    def __init__(self, radius: float):
+        self.radius = radius
+
+    @property
+    def area(self) -> float:
+        """The area."""
+        return math.pi * self.radius ** 2
+
+    def _helper(self):
+        pass
+
+@cache
+def scale(shape: "Circle",
+          factor: float) -> "Circle":
+    return Circle(shape.radius * factor)
+
+def broken(:
+    pass
+
+def after_error(x):
+    return x
+'''
+
+
+# -- outline ------------------------------------------------------------------------------
+def test_outline_gives_signatures_class_headers_docstrings_and_constants():
+    defs = O.outline(SHAPES)
+    assert defs["PI2"].text == "PI2 = 2 * math.pi" and defs["PI2"].kind == "constant"
+    circle = defs["Circle"].text
+    assert circle.startswith("class Circle(Base):\n    \"\"\"A circle of a given radius.\"\"\"")
+    assert "More detail" not in circle  # first docstring line only
+    assert "def __init__(self, radius: float):" in circle and "@property" in circle
+    assert "def area(self) -> float:" in circle and '"""The area."""' in circle
+    assert "_helper" not in circle and "math.pi * self.radius" not in circle  # no bodies, no private helpers
+    assert defs["scale"].text == '@cache\ndef scale(shape: "Circle",\n          factor: float) -> "Circle":\n    ...'
+    assert (defs["Circle"].first, defs["Circle"].last) == (6, 21)
+    assert "after_error" in defs  # a syntax error elsewhere does not hide the rest
+
+
+def test_outline_follows_reexports_as_imports():
+    defs = O.outline("from .shapes import Circle, scale as grow\n")
+    assert defs["Circle"].kind == "import" and defs["Circle"].source == ".shapes"
+    assert defs["grow"].text == "scale"
+
+
+def test_imports_of_the_current_file():
+    text = ("from __future__ import annotations\nimport os, pkg.sub as ps\nfrom .util import (\n    a,\n"
+            "    b as bee,  # comment\n)\nfrom ..up import c\ndef f():\n    from pkg import d\n")
+    got = O.imports(text)
+    assert [(i.module, i.names, i.alias) for i in got] == [
+        ("os", (), "os"), ("pkg.sub", (), "ps"), (".util", ("a", "b"), ""), ("..up", ("c",), ""),
+        ("pkg", ("d",), "")]
+    assert O.attributes_used("ps.run(1); ps.stop; x.ps.no", "ps") == ["run", "stop"]
+
+
+# -- index --------------------------------------------------------------------------------
+def test_index_respects_gitignore_and_skips_vendored_and_generated(tmp_path: Path):
+    write(tmp_path, ".gitignore", "ignored/\n*.gen.py\n")
+    write(tmp_path, "pkg/mod.py", "X = 1\n")
+    write(tmp_path, "pkg/sub/.gitignore", "secret.py\n")
+    write(tmp_path, "pkg/sub/secret.py", "S = 1\n")
+    write(tmp_path, "pkg/sub/ok.py", "K = 1\n")
+    write(tmp_path, "ignored/x.py", "")
+    write(tmp_path, "a.gen.py", "")
+    write(tmp_path, "node_modules/m.py", "")
+    write(tmp_path, ".venv/lib/v.py", "")
+    write(tmp_path, "env2/pyvenv.cfg", "")
+    write(tmp_path, "env2/e.py", "")
+    idx = WorkspaceIndex([str(tmp_path)])
+    idx.start()
+    assert idx.ready.wait(10)
+    names = sorted(os.path.relpath(p, tmp_path) for p in idx.files)
+    assert names == ["pkg/mod.py", "pkg/sub/ok.py"]
+    assert idx.resolve("pkg.mod", str(tmp_path / "main.py")) == str(tmp_path / "pkg/mod.py")
+    assert idx.resolve("mod", str(tmp_path / "pkg/other.py")) == str(tmp_path / "pkg/mod.py")  # suffix match
+    idx.remove(str(tmp_path / "pkg/mod.py"))
+    assert idx.resolve("pkg.mod", str(tmp_path / "main.py")) is None
+    idx.add(str(tmp_path / "pkg/mod.py"))
+    assert idx.resolve("pkg.mod", str(tmp_path / "main.py")) is not None
+
+
+def test_index_resolves_to_the_nearest_of_same_named_modules(tmp_path: Path):
+    write(tmp_path, "a/util.py", "A = 1\n")
+    write(tmp_path, "b/util.py", "B = 1\n")
+    idx = WorkspaceIndex([str(tmp_path)])
+    idx.start()
+    assert idx.ready.wait(10)
+    assert idx.resolve("util", str(tmp_path / "b/main.py")) == str(tmp_path / "b/util.py")
+    assert idx.resolve("util", str(tmp_path / "a/main.py")) == str(tmp_path / "a/util.py")
+
+
+def test_index_survives_symlink_loops_and_unreadable_entries(tmp_path: Path):
+    write(tmp_path, "pkg/mod.py", "X = 1\n")
+    os.symlink(tmp_path, tmp_path / "pkg" / "loop")  # a directory link back to the root
+    os.symlink(tmp_path / "missing", tmp_path / "dangling.py")
+    (tmp_path / "dir.py").mkdir()
+    os.mkfifo(tmp_path / "fifo.py")
+    idx = WorkspaceIndex([str(tmp_path)])
+    idx.start()
+    assert idx.ready.wait(10)
+    assert sorted(os.path.relpath(p, tmp_path) for p in idx.files) == ["pkg/mod.py"]
+    assert idx.outline_of(str(tmp_path / "fifo.py")) == {}  # a FIFO is never opened (it would block)
+    assert idx.outline_of(str(tmp_path / "dir.py")) == {}
+    assert idx.outline_of(str(tmp_path / "dangling.py")) == {}
+
+
+def test_read_source_skips_huge_binary_and_generated_and_replaces_bad_utf8(tmp_path: Path):
+    big = tmp_path / "big.py"
+    big.write_bytes(b"x = 1\n" * 200_000)
+    binary = tmp_path / "bin.py"
+    binary.write_bytes(b"X = 1\n\0\0")
+    gen = write(tmp_path, "gen.py", "# @generated by a tool\nX = 1\n")
+    pb = write(tmp_path, "thing_pb2.py", "X = 1\n")
+    latin = tmp_path / "latin.py"
+    latin.write_bytes("NAME = 'caf\xe9'\n".encode("latin-1"))
+    assert read_source(str(big)) is None and read_source(str(binary)) is None
+    assert read_source(str(gen)) is None and read_source(str(pb)) is None
+    assert read_source(str(latin)) == "NAME = 'caf\ufffd'\n"
+    assert read_source(str(tmp_path / "nope.py")) is None
+
+
+def test_open_document_text_wins_over_the_disk(tmp_path: Path):
+    p = write(tmp_path, "m.py", "OLD = 1\n")
+    idx = WorkspaceIndex([str(tmp_path)])
+    assert "OLD" in idx.outline_of(str(p))
+    idx.set_text(str(p), 3, "NEW = 2\n")
+    assert list(idx.outline_of(str(p))) == ["NEW"]
+    idx.set_text(str(p), 0, None)
+    assert list(idx.outline_of(str(p))) == ["OLD"]
+
+
+# -- providers ----------------------------------------------------------------------------
+def service(root: Path) -> ContextService:
+    s = ContextService(budget_s=5.0)
+    s.bind([str(root)])
+    assert s.index.ready.wait(10)
+    return s
+
+
+def test_imports_provider_finds_definitions_nearest_first_and_follows_reexports(tmp_path: Path):
+    write(tmp_path, "pkg/__init__.py", "from .shapes import Circle\n")
+    write(tmp_path, "pkg/shapes.py", SHAPES)
+    write(tmp_path, "app/helpers.py", "def helper(x: int) -> int:\n    \"\"\"Help.\"\"\"\n    return x\n")
+    main = "from pkg import Circle\nfrom pkg.shapes import scale, PI2\nfrom .helpers import helper\nimport os\n\nc = "
+    s = service(tmp_path)
+    uri = path_to_uri(str(tmp_path / "app/main.py"))
+    ctx = s.gather(uri, main, len(main), ("imports", "path"))
+    assert ctx.path == "app/main.py" and ctx.repo == tmp_path.name
+    whats = [(p.rel, p.what) for p in ctx.pieces]
+    assert whats[0] == ("app/helpers.py", "definition of helper")  # same folder first
+    assert set(whats[1:]) == {("pkg/shapes.py", "definition of Circle"), ("pkg/shapes.py", "definition of scale"),
+                              ("pkg/shapes.py", "definition of PI2")}
+    circle = next(p for p in ctx.pieces if p.what.endswith("Circle"))
+    assert (circle.first, circle.last) == (6, 21) and circle.uri == path_to_uri(str(tmp_path / "pkg/shapes.py"))
+
+
+def test_import_module_takes_the_attributes_used(tmp_path: Path):
+    write(tmp_path, "tools.py", "def used(a):\n    pass\n\ndef unused(b):\n    pass\n")
+    s = service(tmp_path)
+    text = "import tools as t\n\nt.used(1)\n"
+    ctx = s.gather(path_to_uri(str(tmp_path / "main.py")), text, len(text), ("imports",))
+    assert [p.what for p in ctx.pieces] == ["definition of used"]
+
+
+def test_circular_and_self_imports_do_not_loop(tmp_path: Path):
+    write(tmp_path, "a.py", "from b import B\nfrom a import A\nclass A:\n    pass\n")
+    write(tmp_path, "b.py", "from a import A\nclass B(A):\n    pass\n")
+    write(tmp_path, "pkg/__init__.py", "from .x import Y\n")
+    write(tmp_path, "pkg/x.py", "from . import Y\n")  # a re-export cycle
+    s = service(tmp_path)
+    text = (tmp_path / "a.py").read_text() + "from pkg import Y\n"
+    ctx = s.gather(path_to_uri(str(tmp_path / "a.py")), text, len(text), ("imports",))
+    assert [p.what for p in ctx.pieces] == ["definition of B"]
+
+
+def test_similar_provider_picks_the_window_that_shares_identifiers(tmp_path: Path):
+    s = ContextService(budget_s=5.0)
+    other = "\n".join([f"unrelated_{i} = {i}" for i in range(40)] +
+                      ["def load_config(path, encoding):", "    with open(path, encoding=encoding) as handle:",
+                       "        return parse_config(handle.read(), strict=True)"] +
+                      [f"more_{i} = {i}" for i in range(40)])
+    s.opened("file:///w/other.py", other, 1)
+    s.opened("file:///w/noise.py", "\n".join(f"x{i} = y{i}" for i in range(100)), 1)
+    text = "def reload(path, encoding, strict):\n    with open(path, encoding=encoding) as handle:\n        data = handle.read()\n"
+    ctx = s.gather("file:///w/main.py", text + "    ", len(text) + 4, ("similar",))
+    assert ctx.pieces and ctx.pieces[0].uri == "file:///w/other.py"
+    assert "def load_config(path, encoding):" in ctx.pieces[0].text
+    assert ctx.pieces[0].what.startswith("similar code")
+    # Typing on the cursor's line does not change the query, hence not the context.
+    again = s.gather("file:///w/main.py", text + "    retu", len(text) + 8, ("similar",))
+    assert again.key == ctx.key and again.pieces == ctx.pieces
+
+
+def test_a_slow_provider_is_skipped_not_waited_for_and_serves_the_next_request(tmp_path: Path, monkeypatch):
+    write(tmp_path, "m.py", "def f(x):\n    pass\n")
+    s = ContextService(budget_s=0.05)
+    s.bind([str(tmp_path)])
+    assert s.index.ready.wait(10)
+    gate = threading.Event()
+    real = s.index.outline_of
+
+    def slow(path):
+        gate.wait(5)
+        return real(path)
+
+    monkeypatch.setattr(s.index, "outline_of", slow)
+    text = "from m import f\n"
+    uri = path_to_uri(str(tmp_path / "main.py"))
+    t0 = time.perf_counter()
+    ctx = s.gather(uri, text, len(text), ("imports", "path"))
+    assert time.perf_counter() - t0 < 0.5
+    assert ctx.skipped == ("imports",) and ctx.pieces == ()
+    gate.set()
+    deadline = time.time() + 5
+    while time.time() < deadline:
+        ctx = s.gather(uri, text, len(text), ("imports", "path"))
+        if ctx.pieces:
+            break
+        time.sleep(0.02)
+    assert [p.what for p in ctx.pieces] == ["definition of f"] and ctx.skipped == ()
+
+
+def test_sources_can_be_switched_off(tmp_path: Path):
+    write(tmp_path, "m.py", "def f(x):\n    pass\n")
+    s = service(tmp_path)
+    text = "from m import f\n"
+    ctx = s.gather(path_to_uri(str(tmp_path / "main.py")), text, len(text), ())
+    assert ctx.pieces == () and ctx.path == ""
+
+
+# -- rendering ----------------------------------------------------------------------------
+def test_block_is_in_the_repository_format_before_the_current_file(tmp_path: Path):
+    write(tmp_path, "pkg/shapes.py", SHAPES)
+    write(tmp_path, "pkg/util.py", "def helper(x):\n    pass\n")
+    s = service(tmp_path)
+    text = "from pkg.util import helper\nfrom pkg.shapes import Circle\n\nc = "
+    uri = path_to_uri(str(tmp_path / "main.py"))
+    codec = CharCodec()
+    ctx = s.gather(uri, text, len(text))
+    blk = s.block(codec, ctx, 2000)
+    assert blk.ids[0] == 1000 and blk.ids.count(1001) == 3  # repo name, two files, the current file
+    assert blk.text.startswith(f"<|repo_name|>{tmp_path.name}\n<|file_sep|>pkg/")
+    assert blk.text.endswith("<|file_sep|>main.py\n")
+    # The file imported first (more relevant) is rendered last, next to the current file.
+    assert blk.text.index("pkg/shapes.py") < blk.text.index("pkg/util.py")
+    assert {(src["uri"].rsplit("/", 1)[-1], tuple(src["lines"])) for src in blk.sources} == {
+        ("util.py", (0, 1)), ("shapes.py", (6, 21))}
+    # Stable while the user types; within budget.
+    assert s.block(codec, s.gather(uri, text + "Circ", len(text) + 4), 2000).ids == blk.ids
+    small = s.block(codec, ctx, 120)
+    assert small is not None and len(small.ids) <= 120 and "helper" in small.text and "Circle" not in small.text
+    assert s.block(codec, ctx, 10) is None
+
+
+def test_no_block_without_pieces_or_repository_tokens(tmp_path: Path):
+    s = ContextService()
+    ctx = s.gather("file:///w/main.py", "x = 1\n", 6)
+    assert s.block(CharCodec(), ctx, 1000) is None
+
+    class Plain(CharCodec):
+        SPECIAL = {}
+
+    write(tmp_path, "m.py", "def f(x):\n    pass\n")
+    s = service(tmp_path)
+    ctx = s.gather(path_to_uri(str(tmp_path / "main.py")), "from m import f\n", 16)
+    assert ctx.pieces and s.block(Plain(), ctx, 1000) is None
+
+
+def test_markdown_for_chat_prompts(tmp_path: Path):
+    write(tmp_path, "m.py", "def f(x):\n    pass\n")
+    s = service(tmp_path)
+    ctx = s.gather(path_to_uri(str(tmp_path / "main.py")), "from m import f\n", 16)
+    md, sources = as_markdown(ctx, 1000)
+    assert md == "# m.py\n```python\ndef f(x):\n    ...\n```" and sources[0]["lines"] == [0, 1]
+    assert as_markdown(ctx, 5) == ("", [])
+
+
+# -- settings -----------------------------------------------------------------------------
+def test_context_settings_are_typed_with_bounds():
+    s, errors = parse_settings({"contextShare": 0.5, "contextSources": ["imports", "imports"]})
+    assert not errors and s.contextShare == 0.5 and s.contextSources == ("imports",)
+    s, errors = parse_settings({"contextShare": 2, "contextSources": ["imports", "web"]})
+    assert s.contextShare == Settings().contextShare and s.contextSources == Settings().contextSources
+    assert len(errors) == 2 and "'web'" in errors[1]
+    _s, errors = parse_settings({"contextSources": "imports"})
+    assert errors and "list of strings" in errors[0]
