@@ -14,7 +14,26 @@ def test_single_line_stops_at_line_end():
 
 
 def test_leading_newline_in_single_line_means_nothing():
-    assert run("x = foo|\n", "\nbar") is None
+    assert run("x = |\n", "\nbar") is None  # the line is not finished
+    assert run("print(|)\n", "\nbar") is None  # code follows the cursor
+
+
+def test_at_the_end_of_a_finished_line_the_next_line_is_suggested():
+    s = run("def f(a):\n    x = compute(a)|\n", "\n    return x\n\nprint(f(1))")
+    assert s.text == "\n    return x" and s.replace_chars == 0
+
+
+def test_next_line_is_not_a_blank_line_nor_the_line_that_follows():
+    assert run("x = compute(a)|\n", "\n\ny = 2") is None
+    assert run("x = compute(a)|\ny = 2\n", "\ny = 2") is None
+
+
+def test_stop_early_waits_for_the_end_of_the_next_line():
+    ctx = analyze("x = compute(a)", "\n")
+    assert not stop_early(ctx, "\n")
+    assert not stop_early(ctx, "\ny = ")
+    assert stop_early(ctx, "\ny = 2\n")
+    assert stop_early(analyze("x = ", "\n"), "\n")
 
 
 def test_blank_suggestions_are_dropped():
@@ -150,6 +169,8 @@ def test_rules_can_be_switched_off_for_the_evaluation(monkeypatch):
     assert run(SESSION_DOC, "ssession,").text == "ssession,"
     monkeypatch.setenv("TANDEM_EVAL_RULES_OFF", "stops")
     assert run("x = |\n", "compute(1)\ny = 2").text == "compute(1)\ny = 2"
+    monkeypatch.setenv("TANDEM_EVAL_RULES_OFF", "nextline")
+    assert run("x = compute(a)|\n", "\ny = 2") is None
     monkeypatch.setenv("TANDEM_EVAL_RULES_OFF", "range")
     s = run("print(|)\n", "'hello')")
     assert s.text == "'hello')" and s.replace_chars == 0

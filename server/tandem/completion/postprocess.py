@@ -1,13 +1,14 @@
 """Turn raw model text into a suggestion worth showing, or nothing.
 
-Rules, in order: stop at the mode's line limit; trim to the end of the block; never repeat
+Rules, in order: stop at the mode's line limit (at the end of a finished line: the next line);
+trim to the end of the block; never repeat
 the code that already follows the cursor; continue a partly typed word instead of retyping
 it; balance brackets; drop blank results; and say how much of the text after the cursor the
 suggestion replaces (the editor shows it over that).
 
 Each rule can be switched off for measurement (tests/benchmarks/eval_lines.py) with
-TANDEM_EVAL_RULES_OFF, a comma list of: stops, dedup, words, balance, range (and heal,
-read by the engine). It is not a user setting: the rules are on in the product.
+TANDEM_EVAL_RULES_OFF, a comma list of: stops, dedup, words, balance, range, nextline (and
+heal, read by the engine). It is not a user setting: the rules are on in the product.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from .context import SCAN_CHARS, CursorContext, indent_of
 
 PAIRS = {")": "(", "]": "[", "}": "{"}
 OPEN = {v: k for k, v in PAIRS.items()}
-RULES = ("stops", "dedup", "words", "balance", "range", "heal")
+RULES = ("stops", "dedup", "words", "balance", "range", "nextline", "heal")
 BALANCE_SCAN = 4_000  # characters each side of the cursor that bracket balancing looks at
 _WORD_END = re.compile(r"[A-Za-z_][A-Za-z0-9_]*$")
 _WORD_START = re.compile(r"[A-Za-z0-9_]+")
@@ -45,8 +46,17 @@ def stop_early(ctx: CursorContext, text: str) -> bool:
     if not rule_on("stops"):
         return False
     if not ctx.multiline:
+        if text.startswith("\n") and next_line_wanted(ctx):
+            return "\n" in text[1:]  # the end of the next line (or a blank line: nothing)
         return "\n" in text
     return _end_of_block(ctx, text) is not None
+
+
+def next_line_wanted(ctx: CursorContext) -> bool:
+    """The cursor ends a line of code with nothing after it (`x = compute(a)|`): a suggestion
+    that starts with a line break writes the next line, instead of nothing."""
+    return (not ctx.multiline and not ctx.line_suffix.strip() and bool(ctx.line_prefix.strip())
+            and ctx.line_prefix == ctx.line_prefix.rstrip() and rule_on("nextline"))
 
 
 def finish(ctx: CursorContext, raw: str, hit_token_limit: bool) -> Suggestion | None:
@@ -54,7 +64,13 @@ def finish(ctx: CursorContext, raw: str, hit_token_limit: bool) -> Suggestion | 
     if not rule_on("stops"):
         pass
     elif not ctx.multiline:
-        text = text.split("\n", 1)[0]  # a leading line break means: nothing for this line
+        if text.startswith("\n") and next_line_wanted(ctx):
+            nxt = text[1:].split("\n", 1)[0]
+            if not nxt.strip() or (rule_on("dedup") and nxt.strip() == ctx.next_code_line.strip()):
+                return None  # a blank line, or the line that already follows
+            text = "\n" + nxt
+        else:
+            text = text.split("\n", 1)[0]  # elsewhere a leading line break means: nothing here
     else:
         end = _end_of_block(ctx, text)
         if end is not None:
