@@ -40,6 +40,10 @@ class EditorLogHandler(logging.Handler):
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args and args[0] in ("learn", "versions", "feedback"):  # the learning loop (tandem/learn/cli.py)
+        from .learn.cli import main as learn_cli
+        return learn_cli(args)
     parser = argparse.ArgumentParser(prog="tandem", description=__doc__)
     parser.add_argument("--stdio", action="store_true", help="serve over stdio (the default)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])

@@ -218,7 +218,7 @@ def _stamp(model_path: str | None) -> tuple:
 
 
 def create_server() -> TandemServer:
-    from .features import code_actions, context, explain, hover, inline_completion, lifecycle, tracking
+    from .features import code_actions, context, explain, hover, inline_completion, learn, lifecycle, tracking
 
     server = TandemServer()
     lifecycle.register(server)
@@ -228,4 +228,5 @@ def create_server() -> TandemServer:
     explain.register(server)
     code_actions.register(server)
     context.register(server)
+    learn.register(server)
     return server

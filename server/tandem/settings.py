@@ -26,6 +26,10 @@ class Settings:
     verifyTimeoutMs: int = 5000  # per candidate, all its examples together
     maxTokensFunction: int = 320
     functionPrompt: str = "auto"  # auto: the chat template when the model has one, else FIM
+    # `tandem.learn` (tandem/features/learn.py)
+    learnBudgetMinutes: float = 10.0  # the whole run on this machine
+    learnMinGain: float = 2.0  # points of held-out exact match a tuned model must gain to be served
+    feedback: bool = False  # keep a local log of completions shown/accepted/dismissed/retained
     # Context from other files (tandem/context): the share of contextTokens it may take (what
     # it leaves unused goes to the current file), and which providers run.
     contextShare: float = 0.3
@@ -45,6 +49,8 @@ _LIMITS = {
     "functionCandidates": (0, 32),
     "verifyTimeoutMs": (200, 120000),
     "maxTokensFunction": (16, 2048),
+    "learnBudgetMinutes": (0.5, 1440),
+    "learnMinGain": (0, 100),
     "contextShare": (0.0, 0.8),
 }
 _CHOICES = {"device": DEVICES, "functionPrompt": FUNCTION_PROMPTS, "modelSize": MODEL_SIZES}

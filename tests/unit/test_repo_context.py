@@ -331,3 +331,75 @@ def test_context_settings_are_typed_with_bounds():
     assert len(errors) == 2 and "'web'" in errors[1]
     _s, errors = parse_settings({"contextSources": "imports"})
     assert errors and "list of strings" in errors[0]
+
+
+# -- the docstring action and explanations use the same context ------------------------------
+class FakeModel:
+    def __init__(self):
+        self.codec = CharCodec()
+        from tandem.completion.prompt import FimIds
+
+        self.fim = FimIds(2000, 2001, 2002)
+        self.chat = object()
+        self.messages = None
+
+    def encode_chat(self, messages, assistant_prefix=""):
+        self.messages = messages
+        return self.codec.encode(messages[-1]["content"] + assistant_prefix)
+
+
+STUB_SOURCE = 'from shapes import Circle\n\n\ndef total_area(circles):\n    """Sum of the areas of `circles`."""\n'
+
+
+@pytest.mark.parametrize("mode", ["chat", "fim"])
+def test_docstring_action_prompt_has_the_imported_definitions(tmp_path: Path, mode: str):
+    from tandem.generate.function import prepare
+    from tandem.generate.stub import find_stub
+
+    write(tmp_path, "shapes.py", SHAPES)
+    s = service(tmp_path)
+    uri = path_to_uri(str(tmp_path / "main.py"))
+    stub = find_stub(STUB_SOURCE, STUB_SOURCE.index("total_area"))
+    ctx = s.gather(uri, STUB_SOURCE, stub.doc_end)
+    model = FakeModel()
+    job = prepare(model, STUB_SOURCE, stub, mode, 1536, 0.7, ctx, 0.3)
+    shapes = path_to_uri(str(tmp_path / "shapes.py"))
+    assert {"uri": shapes, "lines": [6, 21], "what": "definition of Circle"} in job.prompt_sources
+    if mode == "chat":
+        user = model.messages[-1]["content"]
+        assert "Definitions from other files of the project:\n# shapes.py\n```python\nclass Circle(Base):" in user
+    else:
+        assert job.prompt_ids[0] == 1000 and 2000 in job.prompt_ids  # repository format, then FIM
+        assert job.prompt_ids.index(1001) < job.prompt_ids.index(2000)
+    without = prepare(FakeModel(), STUB_SOURCE, stub, mode, 1536, 0.7, None, 0.3)
+    assert not any(src.get("uri") == shapes for src in without.prompt_sources)
+
+
+def test_explanations_get_the_context_and_name_its_sources(tmp_path: Path):
+    from tandem.provenance.explain import chat_messages, request_for, with_context
+
+    write(tmp_path, "shapes.py", SHAPES)
+    s = service(tmp_path)
+    text = "from shapes import Circle\n\nc = Circle(2).area\n"
+    uri = path_to_uri(str(tmp_path / "main.py"))
+    start = text.index("c = ")
+    req = with_context(request_for(text, start, len(text), uri, "main.py"), s.gather(uri, text, start), 3000)
+    user = chat_messages(req)[1]["content"]
+    assert user.startswith("Definitions from other files of the project that it uses:\n# shapes.py\n```python\n")
+    assert [src["what"] for src in req.sources[1:]] == ["definition of Circle"]
+    plain = request_for(text, start, len(text), uri, "main.py")
+    assert with_context(plain, None).context == "" and "Definitions" not in chat_messages(plain)[1]["content"]
+
+
+def test_hover_names_every_file_and_line_range_of_the_prompt():
+    from tandem.provenance.render import sources_text
+
+    here = "file:///w/main.py"
+    sources = [{"uri": here, "lines": [0, 39], "what": "text around the cursor"},
+               {"uri": "file:///w/pkg/shapes.py", "lines": [6, 21], "what": "definition of Circle"},
+               {"uri": "file:///w/pkg/shapes.py", "lines": [22, 24], "what": "definition of scale"},
+               {"uri": "file:///w/pkg/shapes.py", "lines": [40, 40], "what": "definition of PI"},
+               {"uri": "file:///w/pkg/__init__.py", "lines": [0, 0], "what": "definition of X"},
+               {"uri": "file:///w/other/__init__.py", "lines": [2, 3], "what": "similar code (0.40)"}]
+    assert sources_text(sources, here) == ("this file lines 1–40; shapes.py lines 7–25, 41; pkg/__init__.py line 1; "
+                                           "other/__init__.py lines 3–4")

@@ -381,47 +381,14 @@ class ContextService:
 
     # -- rendering ----------------------------------------------------------------------------
     def block(self, codec, context: Context, budget_tokens: int) -> ContextBlock | None:
-        """The context as token ids in the repository format, within `budget_tokens`; None when
-        there is nothing to add or the tokenizer lacks the repository tokens."""
-        if not context.pieces or budget_tokens <= 0:
-            return None  # nothing from other files: the plain FIM prompt (the path alone is not worth a new layout)
-        repo_id, sep_id = special_id(codec, "<|repo_name|>"), special_id(codec, "<|file_sep|>")
-        if repo_id is None or sep_id is None:
-            return None
+        """render_block, cached by the context's key (the same inputs give the same ids)."""
         key = (id(codec), context.key, context.repo, budget_tokens)
         with self._lock:
-            hit = self._blocks.get(key)
-            if hit is not None:
+            hit = self._blocks.get(key, False)
+            if hit is not False:
                 self._blocks.move_to_end(key)
                 return hit
-        head = [repo_id, *codec.encode(context.repo + "\n")]
-        tail = [sep_id, *codec.encode(context.path + "\n")]
-        left = budget_tokens - len(head) - len(tail)
-        if left < 0:
-            return None
-        chosen: list[Piece] = []
-        files_cost: dict[str, int] = {}
-        for p in context.pieces:
-            cost = len(codec.encode(p.text)) + 2
-            if p.rel not in files_cost:
-                cost += 1 + len(codec.encode(p.rel + "\n"))
-            if cost > left:
-                continue
-            left -= cost
-            files_cost[p.rel] = files_cost.get(p.rel, 0) + cost
-            chosen.append(p)
-        if not chosen:
-            return None
-        ids, text = list(head), f"<|repo_name|>{context.repo}\n"
-        sources = []
-        for rel, group in reversed(_by_file(chosen)):  # the most relevant file next to the current one
-            content = "\n\n".join(p.text for p in group) + "\n"
-            ids += [sep_id, *codec.encode(f"{rel}\n{content}")]
-            text += f"<|file_sep|>{rel}\n{content}"
-            sources += [{"uri": p.uri, "lines": [p.first, p.last], "what": p.what} for p in group]
-        ids += tail
-        text += f"<|file_sep|>{context.path}\n"
-        blk = ContextBlock(tuple(ids), sources, key, text)
+        blk = render_block(codec, context, budget_tokens, key)
         with self._lock:
             self._blocks[key] = blk
             while len(self._blocks) > BLOCKS_CACHE:
@@ -435,6 +402,44 @@ class ContextService:
         if self.index is not None:
             self.index.stop()
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def render_block(codec, context: Context, budget_tokens: int, key: tuple = ()) -> ContextBlock | None:
+    """The context as token ids in the repository format, within `budget_tokens`: the pieces
+    in priority order while they fit, grouped by file, the most relevant file last (next to the
+    current one), then the current file's `<|file_sep|>path` line. None when nothing from other
+    files fits or the tokenizer lacks the repository tokens (the plain FIM prompt then)."""
+    if not context.pieces or budget_tokens <= 0:
+        return None
+    repo_id, sep_id = special_id(codec, "<|repo_name|>"), special_id(codec, "<|file_sep|>")
+    if repo_id is None or sep_id is None:
+        return None
+    head = [repo_id, *codec.encode(context.repo + "\n")]
+    tail = [sep_id, *codec.encode(context.path + "\n")]
+    left = budget_tokens - len(head) - len(tail)
+    chosen: list[Piece] = []
+    seen_files: set[str] = set()
+    for p in context.pieces:
+        cost = len(codec.encode(p.text)) + 2
+        if p.rel not in seen_files:
+            cost += 1 + len(codec.encode(p.rel + "\n"))
+        if cost > left:
+            continue
+        left -= cost
+        seen_files.add(p.rel)
+        chosen.append(p)
+    if not chosen:
+        return None
+    ids, text = list(head), f"<|repo_name|>{context.repo}\n"
+    sources = []
+    for rel, group in reversed(_by_file(chosen)):
+        content = "\n\n".join(p.text for p in group) + "\n"
+        ids += [sep_id, *codec.encode(f"{rel}\n{content}")]
+        text += f"<|file_sep|>{rel}\n{content}"
+        sources += [{"uri": p.uri, "lines": [p.first, p.last], "what": p.what} for p in group]
+    ids += tail
+    text += f"<|file_sep|>{context.path}\n"
+    return ContextBlock(tuple(ids), sources, key or (context.key, budget_tokens), text)
 
 
 def _join(module: str, name: str) -> str:

@@ -112,5 +112,30 @@ async def block_for(ls, model, uri: str, text: str, offset: int):
         return None
 
 
+async def gather_context(ls, uri: str, text: str, offset: int):
+    """What the context providers find at `offset` (a tandem.context.Context), or None when
+    context is off or gathering failed."""
+    s = ls.settings
+    if s.contextShare <= 0 or not s.contextSources:
+        return None
+    try:
+        return await asyncio.to_thread(ls.context.gather, uri, text, offset, s.contextSources)
+    except Exception:
+        log.exception("gathering the context failed")
+        return None
+
+
+def gather_now(ls, uri: str, text: str, offset: int, budget_s: float = 0.02):
+    """The same, synchronously on a short budget (for code paths that cannot await)."""
+    s = ls.settings
+    if s.contextShare <= 0 or not s.contextSources:
+        return None
+    try:
+        return ls.context.gather(uri, text, offset, s.contextSources, budget_s=budget_s)
+    except Exception:
+        log.exception("gathering the context failed")
+        return None
+
+
 def sources_of(block) -> list[dict]:
     return list(block.sources) if block is not None else []

@@ -17,9 +17,10 @@ import re
 
 from lsprotocol import types
 
-from ..provenance.explain import ModelUnavailable, code_key, request_for
+from ..provenance.explain import ModelUnavailable, code_key, request_for, with_context
 from ..provenance.render import code_markdown, file_name
 from ..text import offset_at
+from .context import gather_context
 from .tracking import ensure_bound
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,8 @@ async def explain_command(ls, arg) -> str:
         return await _show(ls, md, arg)
     req = request_for(text, start, end, uri, file_name(uri))
     key = code_key(ls.model.label, req)
+    ctx = await gather_context(ls, uri, text, start)  # what it uses from other files
+    req = with_context(req, ctx, int(ls.settings.contextTokens * ls.settings.contextShare * 3))
     explanation, status = ls.explainer.cached(key), None
     if explanation is None:
         job = ls.explainer.explain(key, req, background=False)

@@ -22,6 +22,7 @@ from ..inference import Priority
 from ..model.backend import Cancelled
 from ..provenance.store import Generated
 from ..text import offset_at, position_at
+from .context import gather_context
 from .tracking import ACCEPT_COMMAND
 
 log = logging.getLogger(__name__)
@@ -140,8 +141,11 @@ async def _write(ls, model, uri: str, text: str, stub: Stub, cancel: threading.E
     mode = settings.functionPrompt
     if mode == "auto":
         mode = "chat" if model.chat is not None else "fim"
+    # Definitions the file imports from other files, as for completions (tandem/context).
+    context = await gather_context(ls, uri, text, stub.doc_end)
     job = await ls.inference.run(Priority.FUNCTION, prepare, model, text, stub, mode,
-                                 settings.contextTokens, settings.prefixShare, cancel=cancel, name="function-prepare")
+                                 settings.contextTokens, settings.prefixShare, context, settings.contextShare,
+                                 cancel=cancel, name="function-prepare")
     limit = settings.functionCandidates or (8 if model.device == "cuda" else 4)
     note = None
     checking = settings.verifyExamples and bool(job.examples) and job.runnable is None

@@ -107,4 +107,6 @@ def _offer(ls, engine, uri: str, text: str, offset: int, result, insert_text: st
         uri=uri, start=offset, text=insert_text, kind="inline", model=model.describe(), created=time.time(),
         prompt_sources=[], extra={"own_chars": len(completion), "latency_ms": round(result.latency_ms, 1),
                                   "cached": result.cached, "_resolve": resolve}))
+    if (fb := getattr(ls, "feedback", None)) is not None:  # the opt-in local log (tandem/learn/feedback.py)
+        fb.shown(gid, uri, text, offset, insert_text)
     return types.Command(title="Tandem: completion accepted", command=ACCEPT_COMMAND, arguments=[{"id": gid}])

@@ -18,7 +18,7 @@ import weakref
 from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 
-from ..provenance.explain import Explanation, request_for
+from ..provenance.explain import Explanation, request_for, with_context
 from ..provenance.render import file_name
 from ..provenance.store import Region
 from ..text import index_of
@@ -133,6 +133,8 @@ def accept(ls, gid: str) -> dict | None:
     if g is None:
         log.info("accepted offer %s is unknown (expired, or from before a restart)", gid)
         return None
+    if (fb := getattr(ls, "feedback", None)) is not None:  # the opt-in local log (tandem/learn/feedback.py)
+        fb.accepted(gid)
     resolve = g.extra.pop("_resolve", None)
     if callable(resolve):  # the details that were too costly to work out for every offer
         try:
@@ -163,7 +165,13 @@ def region_request(ls, region: Region):
         start, end = region.start, region.end
     req = request_for(text, start, end, region.uri, file_name(region.uri))
     req.code = region.text  # an edited region is explained as Tandem wrote it
-    return req
+    # What the code uses from other files (tandem/context), on a short budget: this runs on
+    # the event loop, and a late provider's result serves the next request.
+    return with_context(req, context_feature.gather_now(ls, region.uri, text, start), _context_chars(ls))
+
+
+def _context_chars(ls) -> int:
+    return int(ls.settings.contextTokens * ls.settings.contextShare * 3)  # ~3 characters a token
 
 
 def region_explanation(ls, region: Region) -> Explanation | None:

@@ -15,6 +15,7 @@ import zlib
 from dataclasses import dataclass, field
 
 from ..completion.prompt import build_fim_prompt
+from ..context import as_markdown, render_block
 from ..model.loaded import LoadedModel
 from ..model.backend import Sampling
 from ..text import line_span
@@ -66,7 +67,10 @@ class Candidate:
 
 
 def prepare(model: LoadedModel, text: str, stub: Stub, mode: str, budget_tokens: int,
-            prefix_share: float) -> FunctionJob:
+            prefix_share: float, context=None, context_share: float = 0.0) -> FunctionJob:
+    """`context`: what tandem/context found in other files (a Context); it takes up to
+    `context_share` of the budget: fenced blocks with their paths in a chat prompt, the
+    repository format before a FIM prompt."""
     line_start = text.rfind("\n", 0, stub.start) + 1
     def_indent = text[line_start:stub.start]
     examples = extract_examples(stub.docstring, stub.name)
@@ -77,10 +81,15 @@ def prepare(model: LoadedModel, text: str, stub: Stub, mode: str, budget_tokens:
         runnable = "it is defined inside a top-level block (if/try/with) that the check does not run"
     if mode == "chat" and model.chat is not None:
         fn = _prompt_function(text, stub, def_indent)
-        context, sources = _chat_context(text, stub, budget_tokens * CHARS_PER_CONTEXT_TOKEN)
+        others_chars = int(budget_tokens * context_share * CHARS_PER_CONTEXT_TOKEN) if context is not None else 0
+        others, other_sources = as_markdown(context, others_chars) if others_chars else ("", [])
+        own, sources = _chat_context(text, stub, budget_tokens * CHARS_PER_CONTEXT_TOKEN - len(others))
         user = CHAT_INSTRUCTION + "\n\n"
-        if context:
-            user += f"Context from the same file:\n```python\n{context}\n```\n\n"
+        if others:
+            user += f"Definitions from other files of the project:\n{others}\n\n"
+            sources += other_sources
+        if own:
+            user += f"Context from the same file:\n```python\n{own}\n```\n\n"
         user += f"```python\n{fn}\n```"
         ids = model.encode_chat([{"role": "user", "content": user}], assistant_prefix=f"```python\n{fn}\n")
         sources.append({"lines": line_span(text, stub.start, stub.doc_end), "what": "signature and docstring"})
@@ -90,9 +99,14 @@ def prepare(model: LoadedModel, text: str, stub: Stub, mode: str, budget_tokens:
     if stub.inline_doc:  # give the model the docstring on its own line, as the edit will write it
         prefix += stub.body_indent + text[stub.edit_start:stub.doc_end].strip() + "\n"
     suffix = text[stub.edit_end:]
-    p = build_fim_prompt(model.codec, model.fim, prefix, suffix, budget_tokens, prefix_share)
+    block = None
+    if context is not None and context_share > 0:
+        block = render_block(model.codec, context, int(budget_tokens * context_share))
+    head = block.ids if block is not None else ()
+    p = build_fim_prompt(model.codec, model.fim, prefix, suffix, max(64, budget_tokens - len(head)), prefix_share,
+                         head)
     sources = [{"lines": line_span(text, p.prefix_start, stub.edit_end + p.suffix_end),
-                "what": "text around the function"}]
+                "what": "text around the function"}, *(block.sources if block is not None else [])]
     cols = len(def_indent.expandtabs(4))
     return FunctionJob(stub, text, "fim", p.ids, examples, runnable, sources, def_indent, cols)
 

@@ -60,7 +60,7 @@ class LoadedModel:
     def describe(self) -> dict:
         m = self.files.manifest
         return {"model": m.get("name"), "variant": m.get("variant"), "precision": m.get("precision"),
-                "device": self.device, "path": str(self.files.directory)}
+                "device": self.device, "path": str(self.files.directory), "version": self.files.version}
 
 
 # The pinned default models by size (models/manifests/); `auto` takes the larger one on a GPU

@@ -63,7 +63,18 @@ class ModelFiles:
 
     @property
     def label(self) -> str:
-        return f"{self.manifest.get('name', self.directory.parent.name)} ({self.manifest.get('precision', '?')})"
+        base = f"{self.manifest.get('name', self.directory.parent.name)} ({self.manifest.get('precision', '?')})"
+        return f"{base}, {self.version}" if self.version != "base" else base
+
+    @property
+    def version(self) -> str:
+        """'base', or what `tandem learn` wrote: 'tuned on WORKSPACE at DATE, +N points'."""
+        tuned = self.manifest.get("tuned")
+        if not isinstance(tuned, dict) or not tuned.get("workspace"):
+            return "base"
+        gain = tuned.get("gain_points")
+        return (f"tuned on {Path(str(tuned['workspace'])).name} at {tuned.get('date', '?')}"
+                + (f", {gain:+.1f} points" if isinstance(gain, (int, float)) else ""))
 
 
 def _read_json(path: Path, what: str) -> dict:

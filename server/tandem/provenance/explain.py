@@ -63,6 +63,7 @@ class Request:
     after: str = ""  # text just after it
     name: str = ""  # the file's name, for the prompt
     sources: list[dict] = field(default_factory=list)  # [{"uri", "lines": [first, last]}]
+    context: str = ""  # definitions from other files it uses (tandem/context), as fenced blocks
 
     @property
     def suffix(self) -> str:
@@ -102,9 +103,23 @@ def request_for(text: str, start: int, end: int, uri: str, name: str) -> Request
     return Request(code, text[b:start], text[end:a], name, [{"uri": uri, "lines": [first, max(first, last)]}])
 
 
+def with_context(req: Request, context, max_chars: int = CONTEXT_CHARS) -> Request:
+    """`req` with what tandem/context found (a Context) as fenced blocks, its sources added."""
+    if context is None or not getattr(context, "pieces", None) or max_chars <= 0:
+        return req
+    from ..context import as_markdown
+
+    md, sources = as_markdown(context, max_chars, req.language or "")
+    if md:
+        req.context = md
+        req.sources = list(req.sources) + sources
+    return req
+
+
 def chat_messages(req: Request) -> list[dict]:
     lang = req.language
     where = f" in `{req.name}`" if req.name else ""
+    others = f"Definitions from other files of the project that it uses:\n{req.context}\n\n" if req.context else ""
     if req.before.strip() or req.after.strip():
         context = (f"Here is the code around it{where}:\n```{lang}\n{req.before}{req.code}{req.after}\n```\n\n"
                    f"Explain what this part does:\n```{lang}\n{req.code}\n```\n")
@@ -112,7 +127,7 @@ def chat_messages(req: Request) -> list[dict]:
         context = f"Explain what this code{where} does:\n```{lang}\n{req.code}\n```\n"
     ask = ("Answer in two to four plain sentences: what it does, what it takes and returns, and anything "
            "surprising or risky. Do not repeat the code.")
-    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": context + ask}]
+    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": others + context + ask}]
 
 
 def plain_prompt(req: Request) -> str:

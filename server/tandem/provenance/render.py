@@ -25,24 +25,56 @@ def file_name(uri: str) -> str:
 
 
 def sources_text(sources: list[dict] | None, this_uri: str | None = None) -> str:
-    parts = []
+    """Every file and line range that went into the prompt, one entry per file in the order
+    first seen: `this file lines 1–40, shapes.py lines 7–22, 30–31; util.py line 3`. Files whose
+    names clash are told apart by their folder."""
+    groups: dict[str, list[tuple[int, int]]] = {}
     for s in sources or []:
+        uri = str(s.get("uri", ""))
+        ranges = groups.setdefault(uri, [])
         lines = s.get("lines") or []
-        name = file_name(str(s.get("uri", "")))
-        if s.get("uri") == this_uri and this_uri is not None:
-            name = "this file"
         if len(lines) == 2:
-            a, b = int(lines[0]) + 1, int(lines[1]) + 1
-            parts.append(f"{name} line {a}" if a == b else f"{name} lines {a}–{b}")
-        else:
+            try:
+                ranges.append((int(lines[0]) + 1, int(lines[1]) + 1))
+            except (TypeError, ValueError):
+                continue
+    names = {uri: file_name(uri) for uri in groups}
+    clash = {n for n in names.values() if list(names.values()).count(n) > 1}
+    parts, several = [], False
+    for uri, ranges in groups.items():
+        name = names[uri]
+        if this_uri is not None and uri == this_uri:
+            name = "this file"
+        elif name in clash:
+            parent = PurePosixPath(unquote(urlparse(uri).path)).parent.name
+            name = f"{parent}/{name}" if parent else name
+        ranges = _merged(ranges)
+        if not ranges:
             parts.append(name)
-    return ", ".join(parts) if parts else "nothing recorded"
+            continue
+        several = several or len(ranges) > 1
+        spans = [f"{a}" if a == b else f"{a}–{b}" for a, b in ranges]
+        one = len(ranges) == 1 and ranges[0][0] == ranges[0][1]
+        parts.append(f"{name} {'line' if one else 'lines'} {', '.join(spans)}")
+    return ("; " if several else ", ").join(parts) if parts else "nothing recorded"
+
+
+def _merged(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for a, b in sorted(set(ranges)):
+        if out and a <= out[-1][1] + 1:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
 
 
 def model_text(model: dict | None) -> str:
     if not model:
         return "unknown model"
     bits = [str(model.get("model") or "unknown model")]
+    if model.get("version") and model["version"] != "base":
+        bits.append(str(model["version"]))  # tuned by `tandem learn`: where, when, measured gain
     if model.get("precision"):
         bits.append(str(model["precision"]))
     if model.get("device"):

@@ -1,0 +1,538 @@
+"""`tandem learn`: fine-tune the current model on a workspace with LoRA, prove the gain through
+the serving engine, and promote the result only when it helps.
+
+    collect -> split by file -> evaluate the model the server serves (held-out cut sites)
+    -> LoRA on FIM examples (the server's own prompt builder) within a time budget
+    -> merge -> build the serving variant with the project's pipeline (parity checked)
+    -> evaluate it the same way -> report -> promote (switch the bundle) only on a gain
+
+Everything a run writes goes to <bundle>/versions/.run-<id> (hidden: the server never looks
+there) and is deleted at the end, cancelled or not; what is kept is moved into
+<bundle>/versions/<id> in one rename. A run killed outright leaves its .run directory, which
+the next run deletes (under the same lock that keeps two runs from overlapping).
+
+Progress: one JSON object per line on stdout with --json (what the language server reads),
+else readable lines on stderr.
+
+Usage: python -m tandem_models.learn WORKSPACE [--model-path BUNDLE] [--budget-minutes 10]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import shutil
+import signal
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from tandem.completion.prompt import FimIds, build_fim_prompt
+from tandem.learn import versions as V
+from tandem.learn.evaluate import CONTEXT_TOKENS, PREFIX_SHARE, edit_similarity, evaluate_path
+from tandem.learn.workspace import WorkspaceError, collect, cut_sites, split
+
+from .common import MANIFEST_NAME, PipelineError, read_json, write_json
+from .finetune import FimSampler, FinetuneConfig, _bucket
+
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
+                   "generation_config.json", "vocab.json", "merges.txt", "added_tokens.json")
+
+
+@dataclass
+class LearnConfig:
+    budget_s: float = 600.0  # the whole run, on this machine; training gets what the rest leaves
+    max_steps: int = 100_000  # a cap; the budget usually ends training first
+    lr: float = 5e-4
+    warmup: int = 5
+    rank: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    batch_size: int = 4
+    seq_len: int = 320  # short windows: on a CPU, more steps beat longer context (issue 10)
+    fim_rate: float = 0.95
+    middle_weight: float = 2.0
+    heldout_share: float = 0.2
+    eval_sites: int = 60
+    eval_share: float = 0.12  # of the budget, at most, for each evaluation (at least 10 sites)
+    context_tokens: int = CONTEXT_TOKENS
+    curve_sites: int = 8  # held-out exact match during the run (PyTorch greedy, a subset)
+    curve_points: int = 2
+    min_gain: float = 2.0  # points of held-out exact match needed to promote
+    seed: int = 0
+    bf16: bool = True
+    feedback_examples: bool = False  # also train on retained accepted completions (opt-in log)
+    feedback_rate: float = 0.25
+    promote: bool = True
+    variant: str = ""  # serving variant to build; empty: the base's CPU variant
+    threads: int = 0  # torch threads; 0: all cores, or 1 when other work already fills them
+    layers: int = 8  # LoRA on the last N transformer layers only (0: all): the backward pass
+    #                  stops at the first adapted layer, so fewer layers train faster on a CPU
+    middle_only: bool = True  # FIM loss on the middle only: lm_head (150k x hidden) runs on
+    #                           those positions alone, not on every prompt token
+
+
+class Cancelled(Exception):
+    pass
+
+
+class Reporter:
+    def __init__(self, as_json: bool):
+        self.as_json = as_json
+
+    def __call__(self, event: str, **data) -> None:
+        data = {"event": event, **data}
+        if self.as_json:
+            print(json.dumps(data), flush=True)
+        else:
+            text = data.get("message") or ", ".join(f"{k}={v}" for k, v in data.items() if k != "event")
+            print(f"[learn] {event}: {text}", file=sys.stderr, flush=True)
+
+
+# -- training -------------------------------------------------------------------------------
+
+class WorkspaceSampler(FimSampler):
+    """FIM examples from the workspace (finetune.py's windows and splits, the server's prompt
+    builder) and, opt-in, from retained accepted completions."""
+
+    def __init__(self, texts, tok, cfg: FinetuneConfig, rng, extra: list[tuple[str, str, str]] | None = None,
+                 extra_rate: float = 0.0):
+        super().__init__(texts, tok, cfg, rng)
+        self.extra, self.extra_rate = extra or [], extra_rate if extra else 0.0
+
+    def example(self) -> list[int]:
+        if self.extra and self.rng.random() < self.extra_rate:
+            prefix, middle, suffix = self.rng.choice(self.extra)
+            return self.fim_example(prefix, middle, suffix)
+        return super().example()
+
+
+def _lora_model(hf_dir: Path, cfg: LearnConfig):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch.float32)
+    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    targets = [t for t in LORA_TARGETS if t in names]
+    if not targets:
+        raise PipelineError(f"the model in {hf_dir} has none of the layers LoRA adapts ({', '.join(LORA_TARGETS)})")
+    n_layers = model.config.num_hidden_layers
+    layers = list(range(max(0, n_layers - cfg.layers), n_layers)) if cfg.layers > 0 else None
+    lcfg = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets,
+                      task_type="CAUSAL_LM", bias="none", layers_to_transform=layers)
+    return get_peft_model(model, lcfg)
+
+
+def _greedy_line(model, tok, fim: FimIds, enc, site, context_tokens: int, max_new: int = 24) -> str:
+    import torch
+    prompt = build_fim_prompt(enc, fim, site.prefix, site.suffix, context_tokens, PREFIX_SHARE)
+    with torch.no_grad():
+        out = model.generate(input_ids=torch.tensor([prompt.ids]),
+                             attention_mask=torch.ones(1, len(prompt.ids), dtype=torch.long),
+                             max_new_tokens=max_new, do_sample=False, pad_token_id=fim.middle)
+    return tok.decode(out[0, len(prompt.ids):].tolist(), skip_special_tokens=True).split("\n", 1)[0]
+
+
+def train(hf_dir: Path, texts: list[str], curve_sites, out: Path, cfg: LearnConfig, deadline: float,
+          emit, cancel: threading.Event, extra=None) -> dict:
+    """LoRA on `texts` until `deadline` (time.monotonic) or cfg.max_steps; saves the adapter in
+    out/adapter and the merged checkpoint in out/merged. Returns the training history."""
+    import torch
+    import torch.nn.functional as F
+    from transformers import AutoTokenizer
+
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(train_threads(cfg))
+    tok = AutoTokenizer.from_pretrained(str(hf_dir))
+    fcfg = FinetuneConfig(batch_size=cfg.batch_size, seq_len=cfg.seq_len, fim_rate=cfg.fim_rate,
+                          middle_weight=cfg.middle_weight, seed=cfg.seed, bf16=cfg.bf16)
+    sampler = WorkspaceSampler(texts, tok, fcfg, random.Random(cfg.seed), extra, cfg.feedback_rate)
+    fim = FimIds(sampler.prefix_id, sampler.suffix_id, sampler.middle_id)
+    model = _lora_model(hf_dir, cfg)
+    inner = model.get_base_model()  # the causal LM with the LoRA layers in it
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else sampler.eot_id
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0)
+
+    history = {"steps": [], "loss": [], "curve": [], "trainable_params": trainable, "tokens": 0}
+    t0 = time.monotonic()
+    total_s = max(1.0, deadline - t0)
+
+    def curve_point(step: int) -> None:
+        if not curve_sites:
+            return
+        model.eval()
+        hits = sum(_greedy_line(model, tok, fim, sampler, s, cfg.context_tokens).strip() == s.target.strip()
+                   for s in curve_sites)
+        model.train()
+        history["curve"].append({"step": step, "exact_match": round(100 * hits / len(curve_sites), 2)})
+
+    # Curve points at these fractions of the training time (the last one after the last step).
+    marks = [i / cfg.curve_points for i in range(1, cfg.curve_points)]
+    model.train()
+    step, tokens, loss_value = 0, 0, float("nan")
+    while step < cfg.max_steps and time.monotonic() < deadline:
+        if cancel.is_set():
+            raise Cancelled()
+        lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup)
+        frac = (time.monotonic() - t0) / total_s
+        lr *= 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))  # cosine over the time budget
+        for g in opt.param_groups:
+            g["lr"] = lr
+        examples = sorted((sampler.example() for _ in range(cfg.batch_size)), key=len)
+        width = _bucket(len(examples[-1]))
+        x = torch.full((len(examples), width), pad_id, dtype=torch.long)
+        y = torch.zeros((len(examples), width), dtype=torch.long)
+        w = torch.zeros((len(examples), width))
+        for row, ids in enumerate(examples):
+            x[row, :len(ids)] = torch.tensor(ids)
+            y[row, :len(ids) - 1] = torch.tensor(ids[1:])
+            w[row, :len(ids) - 1] = 1.0
+            if sampler.middle_id in ids:
+                m = ids.index(sampler.middle_id)
+                if cfg.middle_only:
+                    w[row, :m] = 0.0
+                w[row, m:len(ids) - 1] = cfg.middle_weight
+        sel = w > 0
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+            hidden = inner.model(input_ids=x).last_hidden_state
+            logits = inner.lm_head(hidden[sel])  # only where the loss looks
+        ce = F.cross_entropy(logits.float(), y[sel], reduction="none")
+        loss = (ce * w[sel]).sum() / w[sel].sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
+        opt.step()
+        step += 1
+        tokens += int(sum(len(e) for e in examples))
+        loss_value = float(loss.item())
+        history["steps"].append(step)
+        history["loss"].append(round(loss_value, 4))
+        dt = time.monotonic() - t0
+        emit("train", step=step, loss=round(loss_value, 4), tokens_per_s=round(tokens / dt, 1),
+             seconds=round(dt, 1), time_left_s=round(max(0.0, deadline - time.monotonic()), 1))
+        while marks and (time.monotonic() - t0) / total_s >= marks[0]:
+            marks.pop(0)
+            curve_point(step)
+    if step == 0:
+        raise PipelineError("the time budget ended before the first training step; give a larger budget")
+    history.update(tokens=tokens, train_s=round(time.monotonic() - t0, 1), final_loss=loss_value,
+                   tokens_per_s=round(tokens / max(1e-9, time.monotonic() - t0), 1))
+    if cancel.is_set():
+        raise Cancelled()
+
+    emit("phase", phase="merge", message="merging the adapter into the model")
+    model.save_pretrained(str(out / "adapter"))
+    merged = model.merge_and_unload()
+    mdir = out / "merged"
+    mdir.mkdir(parents=True)
+    for f in TOKENIZER_FILES:
+        if (hf_dir / f).exists():
+            shutil.copy2(hf_dir / f, mdir / f)
+    merged.save_pretrained(str(mdir))
+    return history
+
+
+def train_threads(cfg: LearnConfig) -> int:
+    """On a CPU that other work already keeps busy, one thread: measured on 2 shared cores
+    (load ~10), a step of the tiny model took 0.6 s with 1 thread and 8 s with 2 (OpenMP
+    threads spinning while they wait for a core)."""
+    if cfg.threads > 0:
+        return cfg.threads
+    cores = os.cpu_count() or 1
+    try:
+        busy = os.getloadavg()[0]
+    except OSError:
+        busy = 0.0
+    return 1 if busy >= cores else cores
+
+
+# -- the whole run ---------------------------------------------------------------------------
+
+def _check_disk(path: Path, need_bytes: int) -> None:
+    free = shutil.disk_usage(path).free
+    if free < need_bytes:
+        raise PipelineError(f"only {free / 2**30:.1f} GiB free under {path}; learning this model needs about "
+                            f"{need_bytes / 2**30:.1f} GiB for its working files. Free some space and run again.")
+
+
+def learn(workspace: Path, model_path: str | None, cfg: LearnConfig, emit, cancel: threading.Event) -> dict:
+    t_start = time.monotonic()
+    deadline = t_start + cfg.budget_s
+    bundle = V.bundle_for(model_path)
+    hf_dir = bundle / "hf"
+    if not (hf_dir / "config.json").exists():
+        raise PipelineError(f"{bundle} has no Hugging Face checkpoint (hf/) to fine-tune; rebuild it with "
+                            "`tandem-models build`.")
+    with V.locked(bundle, ".learn.lock", blocking=False):
+        vdir = bundle / V.VERSIONS_DIR
+        for stale in vdir.glob(".run-*"):  # a run killed outright: nothing of it is kept
+            shutil.rmtree(stale, ignore_errors=True)
+        vid = V.new_version_id()
+        while (vdir / vid).exists():
+            time.sleep(1)
+            vid = V.new_version_id()
+        run = vdir / f".run-{vid}"
+        run.mkdir()
+        try:
+            return _learn(workspace, bundle, hf_dir, run, vid, cfg, emit, cancel, t_start, deadline)
+        finally:
+            shutil.rmtree(run, ignore_errors=True)
+
+
+def _learn(workspace, bundle, hf_dir, run, vid, cfg, emit, cancel, t_start, deadline) -> dict:
+    emit("phase", phase="collect", message=f"collecting source files in {workspace}")
+    coll = collect(workspace)
+    if not coll.files:
+        why = ("; " + ", ".join(f"{n} {r}" for r, n in coll.skipped.most_common())) if coll.skipped else ""
+        raise WorkspaceError(f"no source files to learn from in {coll.root}{why}.")
+    train_files, held = split(coll.files, cfg.heldout_share, cfg.seed)
+    sites = cut_sites(held, cfg.eval_sites, cfg.seed)
+    random.Random(cfg.seed).shuffle(sites)  # the first ones are used when time is short
+    if not sites:
+        raise WorkspaceError(f"the held-out files ({', '.join(f.rel for f in held[:5])}) have no lines to test "
+                             "completions on.")
+    weights = sum((hf_dir / f).stat().st_size for f in os.listdir(hf_dir) if f.endswith((".safetensors", ".bin")))
+    _check_disk(run, 3 * weights + (64 << 20))
+    emit("phase", phase="collect", message=coll.summary(), train_files=len(train_files),
+         heldout_files=len(held), sites=len(sites))
+
+    def on_site(phase):
+        return lambda n, total: emit("eval", phase=phase, done=n, total=total,
+                                     time_left_s=round(max(0.0, deadline - time.monotonic()), 1))
+
+    if cancel.is_set():
+        raise Cancelled()
+    emit("phase", phase="eval-before", message=f"evaluating the served model on {len(sites)} held-out lines")
+    t = time.monotonic()
+    before = evaluate_path(str(bundle), sites, cancel=cancel, on_site=on_site("eval-before"),
+                           context_tokens=cfg.context_tokens, time_limit_s=cfg.eval_share * cfg.budget_s)
+    eval_s = time.monotonic() - t
+    sites = sites[:before.sites]  # the same sites after training
+    if cancel.is_set():
+        raise Cancelled()
+    emit("phase", phase="eval-before", message=f"exact match {before.exact_match}%, edit similarity "
+                                               f"{before.edit_similarity}%, p50 {before.latency_ms_p50} ms")
+
+    # Training gets what the rest of the budget leaves: the second evaluation takes about as
+    # long as the first, merge + build + parity about as long again plus a fixed part.
+    # Merge, save, build and the parity check scale with the checkpoint (measured here: ~90 s
+    # per GiB of float32 weights on 2 shared cores).
+    reserve = 1.1 * eval_s + 20 + 90 * weights / 2**30
+    train_deadline = max(time.monotonic() + 0.15 * cfg.budget_s, deadline - reserve)
+    extra = []
+    if cfg.feedback_examples:
+        from tandem.learn.feedback import retained_examples
+        extra = retained_examples()
+        emit("phase", phase="train", message=f"{len(extra)} retained accepted completions as extra examples")
+    emit("phase", phase="train", message=f"LoRA on {len(train_files)} files for up to "
+                                         f"{max(0, train_deadline - time.monotonic()):.0f}s")
+    curve_sites = sites[:: max(1, len(sites) // max(1, cfg.curve_sites))][:cfg.curve_sites] if cfg.curve_sites else []
+    history = train(hf_dir, [f.text for f in train_files], curve_sites, run, cfg, train_deadline, emit, cancel, extra)
+
+    base_info = V.read_bundle(bundle)
+    base_cpu = (base_info.get("base_variants") or base_info.get("variants") or {}).get("cpu", "cpu-int8")
+    variant = cfg.variant or (base_cpu if base_cpu in ("cpu-int8", "cpu-int4", "cpu-fp32") else "cpu-int8")
+    emit("phase", phase="build", message=f"building the serving variant {variant} (and checking its parity)")
+    from .build import build
+    built = build(source=str(run / "merged"), name=base_info.get("name") or bundle.name, home=run / "build", cpu_variant=variant,
+                  cuda=False, verify=True)
+    variant_dir = built / variant
+    shutil.rmtree(run / "merged", ignore_errors=True)  # the merged float32 checkpoint: GBs, not kept
+    if cancel.is_set():
+        raise Cancelled()
+
+    emit("phase", phase="eval-after", message="evaluating the tuned model the same way")
+    after = evaluate_path(str(variant_dir), sites, cancel=cancel, on_site=on_site("eval-after"),
+                          context_tokens=cfg.context_tokens)
+    if cancel.is_set():
+        raise Cancelled()
+    gain = round(after.exact_match - before.exact_match, 2)
+    promote = cfg.promote and gain >= cfg.min_gain and after.exact_match > before.exact_match
+    if promote:
+        decision = f"promoted: held-out exact match {before.exact_match}% -> {after.exact_match}% ({gain:+.1f} points)"
+    elif not cfg.promote:
+        decision = f"not promoted (--no-promote): {gain:+.1f} points"
+    else:
+        decision = (f"kept the current model: held-out exact match {before.exact_match}% -> {after.exact_match}% "
+                    f"({gain:+.1f} points), below the {cfg.min_gain:g}-point margin")
+    date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    info = {"version": vid, "workspace": str(coll.root), "date": date, "gain_points": gain,
+            "promoted": promote, "decision": decision, "base": str(hf_dir), "from_version": V.active(bundle),
+            "variants": {"cpu": variant} if promote else {}}
+    report = {
+        **info, "machine": _machine(), "config": asdict(cfg),
+        "data": {"files": len(coll.files), "train_files": len(train_files), "heldout_files": len(held),
+                 "heldout": [f.rel for f in held], "sites": len(sites), "skipped": dict(coll.skipped)},
+        "before": before.to_json(), "after": after.to_json(),
+        "edit_similarity_gain_points": round(after.edit_similarity - before.edit_similarity, 2),
+        "training": {k: v for k, v in history.items() if k not in ("steps", "loss")},
+        "loss": history["loss"], "seconds_total": round(time.monotonic() - t_start, 1),
+        "peak_rss_mib": _peak_rss_mib(),
+    }
+    stage = run / "keep"
+    stage.mkdir()
+    shutil.copytree(run / "adapter", stage / "adapter")
+    if promote:
+        manifest = read_json(variant_dir / MANIFEST_NAME) or {}
+        manifest["tuned"] = {"version": vid, "workspace": str(coll.root), "date": date, "gain_points": gain}
+        write_json(variant_dir / MANIFEST_NAME, manifest)
+        os.replace(variant_dir, stage / variant)
+    write_report(stage, report, history, before, after)
+    (stage / V.VERSION_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    os.replace(stage, bundle / V.VERSIONS_DIR / vid)  # one rename: the version appears whole
+    if promote:
+        V.switch(bundle, vid)
+    emit("done", promoted=promote, version=vid, decision=decision, report=str(bundle / V.VERSIONS_DIR / vid / "report.md"),
+         before=before.exact_match, after=after.exact_match, gain=gain)
+    return report
+
+
+def _machine() -> dict:
+    import platform
+    return {"cpus": os.cpu_count(), "torch_threads": _torch_threads(), "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "note": "CPU only; cores shared with other jobs unless stated otherwise"}
+
+
+def _torch_threads():
+    try:
+        import torch
+        return torch.get_num_threads()
+    except Exception:
+        return None
+
+
+def _peak_rss_mib() -> float:
+    import resource
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def write_report(d: Path, report: dict, history: dict, before, after) -> None:
+    (d / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    png = _plot(d / "report.png", history, before, after)
+    rows = [("exact match (%)", before.exact_match, after.exact_match),
+            ("edit similarity (%)", before.edit_similarity, after.edit_similarity),
+            ("latency p50 (ms)", before.latency_ms_p50, after.latency_ms_p50),
+            ("latency mean (ms)", before.latency_ms_mean, after.latency_ms_mean)]
+    tr = report["training"]
+    lines = [f"# tandem learn: {Path(report['workspace']).name} ({report['version']})", "",
+             f"**{report['decision']}**", "",
+             f"Workspace `{report['workspace']}`: {report['data']['files']} files, "
+             f"{report['data']['train_files']} for training, {report['data']['heldout_files']} held out; "
+             f"{report['data']['sites']} line completions cut from the held-out files.", "",
+             "Measured through the serving engine (the variant the server loads, its runtime and prompt):", "",
+             "| | before | after |", "|---|---|---|",
+             *[f"| {name} | {b} | {a} |" for name, b, a in rows], "",
+             f"Training: LoRA r={report['config']['rank']}, {len(history['steps'])} steps, {tr.get('tokens', 0):,} "
+             f"tokens, {tr.get('tokens_per_s')} tokens/s, {tr.get('train_s')} s; final loss "
+             f"{tr.get('final_loss', float('nan')):.4f}; {tr.get('trainable_params', 0):,} trainable parameters.",
+             f"Whole run {report['seconds_total']} s, peak memory {report['peak_rss_mib']} MiB, machine: "
+             f"{report['machine']['cpus']} CPUs ({report['machine']['note']}).", ""]
+    if png:
+        lines += ["![loss and held-out exact match](report.png)", ""]
+    lines += ["Held-out exact match during training (PyTorch greedy on a subset of the sites): " +
+              (", ".join(f"step {c['step']}: {c['exact_match']}%" for c in history["curve"]) or "not measured"), ""]
+    (d / "report.md").write_text("\n".join(lines))
+
+
+def _plot(path: Path, history: dict, before, after) -> bool:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(history["steps"], history["loss"], color="tab:blue", lw=1, label="training loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss", color="tab:blue")
+    ax2 = ax.twinx()
+    last = history["steps"][-1] if history["steps"] else 1
+    ax2.plot([0, last], [before.exact_match, after.exact_match], "s--", color="tab:red",
+             label="held-out exact match, serving engine (before, after)")
+    pts = [(c["step"], c["exact_match"]) for c in history["curve"]]
+    if pts:
+        ax2.plot([p[0] for p in pts], [p[1] for p in pts], "o", color="tab:orange",
+                 label=f"held-out exact match during training (PyTorch, {len(pts)} point(s), subset)")
+    ax2.set_ylabel("exact match (%)", color="tab:orange")
+    fig.legend(loc="upper center", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="tandem learn", description=__doc__.split("\n")[0])
+    ap.add_argument("workspace", nargs="?", default=".", type=Path)
+    ap.add_argument("--model-path", default="", help="the model bundle (default: the default model)")
+    ap.add_argument("--budget-minutes", type=float, default=10.0, help="the whole run's time budget")
+    ap.add_argument("--max-steps", type=int, default=LearnConfig.max_steps)
+    ap.add_argument("--eval-sites", type=int, default=LearnConfig.eval_sites)
+    ap.add_argument("--min-gain", type=float, default=LearnConfig.min_gain,
+                    help="points of held-out exact match needed to promote")
+    ap.add_argument("--lr", type=float, default=LearnConfig.lr)
+    ap.add_argument("--rank", type=int, default=LearnConfig.rank)
+    ap.add_argument("--seq-len", type=int, default=LearnConfig.seq_len)
+    ap.add_argument("--batch-size", type=int, default=LearnConfig.batch_size)
+    ap.add_argument("--curve-sites", type=int, default=LearnConfig.curve_sites)
+    ap.add_argument("--context-tokens", type=int, default=LearnConfig.context_tokens)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: automatic)")
+    ap.add_argument("--layers", type=int, default=LearnConfig.layers, help="adapt the last N layers (0: all)")
+    ap.add_argument("--use-feedback", action="store_true", help="also train on retained accepted completions")
+    ap.add_argument("--no-promote", action="store_true", help="evaluate and report, never switch")
+    ap.add_argument("--json", action="store_true", help="progress as JSON lines on stdout")
+    a = ap.parse_args(argv)
+    cfg = LearnConfig(budget_s=a.budget_minutes * 60, max_steps=a.max_steps, eval_sites=a.eval_sites,
+                      min_gain=a.min_gain, lr=a.lr, rank=a.rank, alpha=2 * a.rank, seq_len=a.seq_len,
+                      batch_size=a.batch_size, curve_sites=a.curve_sites, context_tokens=a.context_tokens,
+                      seed=a.seed, threads=a.threads, layers=a.layers, feedback_examples=a.use_feedback, promote=not a.no_promote)
+    emit = Reporter(a.json)
+    cancel = threading.Event()
+
+    def on_signal(signum, frame):
+        cancel.set()
+        for s in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(s, signal.SIG_IGN)  # the cleanup that follows is not interrupted
+        raise Cancelled()
+
+    for s in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(s, on_signal)
+    try:
+        learn(a.workspace, a.model_path or None, cfg, emit, cancel)
+        return 0
+    except BaseException as e:  # a cancel request may surface as any error of the step it hit
+        if not (cancel.is_set() or isinstance(e, Cancelled)) or isinstance(e, SystemExit):
+            return _failed(e, emit)
+        emit("cancelled", message="cancelled; nothing of this run was kept")
+        return 3
+
+
+def _failed(e: BaseException, emit) -> int:
+    try:
+        raise e
+    except (WorkspaceError, PipelineError, V.VersionError) as e:
+        emit("error", message=str(e))
+        return 2
+    except MemoryError:
+        emit("error", message="out of memory while learning; nothing was kept. Try a smaller --batch-size or "
+                              "--seq-len, or close other programs.")
+        return 2
+    except OSError as e:
+        if e.errno == 28:
+            emit("error", message=f"the disk filled up ({e}); nothing of this run was kept. Free space and run again.")
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())
