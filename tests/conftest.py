@@ -17,6 +17,32 @@ def tiny_model() -> Path:
     return build_tiny_model()
 
 
+@pytest.fixture(scope="session")
+def llama_endpoint(tiny_model: Path):
+    """A real llama.cpp server (llama-cpp-python's) on a free loopback port serving the tiny
+    model as a GGUF made by models/gguf_export.py; skipped, with the reason, where it cannot run."""
+    from tests.llama_server import Unavailable, llama_server, tiny_gguf
+
+    try:
+        server = llama_server(tiny_gguf(), alias="tandem-tiny-test")
+        url = server.__enter__()
+    except Unavailable as e:
+        pytest.skip(str(e))
+    try:
+        yield url
+    finally:
+        server.__exit__(None, None, None)
+
+
+@pytest.fixture(params=["local", "llama"])
+def backend(request) -> dict:
+    """Settings that pick the backend: the in-process runtime, or the OpenAI-compatible backend
+    pointed at the llama.cpp server (the same tests, through a real serving engine)."""
+    if request.param == "local":
+        return {}
+    return {"backend": "openai", "endpoint": request.getfixturevalue("llama_endpoint")}
+
+
 @pytest.fixture
 def broken_model(tiny_model: Path, tmp_path: Path) -> Path:
     """A copy of the tiny model whose ONNX graph is truncated, as after a failed copy."""

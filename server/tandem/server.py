@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import uuid
 from dataclasses import dataclass, asdict
@@ -22,6 +23,7 @@ from .inference import InferenceService, Priority
 from .model.backend import BackendError
 from .model.loaded import LoadedModel, load_model
 from .model.loader import ModelError, disk_fingerprint
+from .model.openai_backend import load_remote
 from .protocol import TandemProtocol, report_server_error
 from .provenance.explain import Explainer
 from .provenance.store import ProvenanceStore
@@ -131,8 +133,17 @@ class TandemServer(LanguageServer):
         self.set_status(state="loading", message=reason or "Loading the model", device=None)
         progress = await self._progress_begin(token, "Tandem: loading the model")
         try:
-            model = await self.inference.run(Priority.LOAD, load_model, settings.modelPath or None, device,
-                                             settings.modelSize, name="load")
+            if settings.backend == "openai":
+                # An OpenAI-compatible server generates; the local bundle gives the tokenizer.
+                # The key comes from the environment (the VS Code extension puts its stored
+                # secret there when it starts the server): never a setting, never logged.
+                key = os.environ.get(settings.apiKeyEnv) or None
+                model = await self.inference.run(Priority.LOAD, load_remote, settings.modelPath or None,
+                                                 settings.modelSize, settings.endpoint, settings.apiModel, key,
+                                                 name="load")
+            else:
+                model = await self.inference.run(Priority.LOAD, load_model, settings.modelPath or None, device,
+                                                 settings.modelSize, name="load")
             # Token healing's table of the vocabulary (about 0.5 s for Qwen's): built while
             # loading, so the first completion does not wait for it (measured on an H200: the
             # first request took 0.5-1 s more without this).
@@ -197,11 +208,27 @@ class TandemServer(LanguageServer):
             log.info("the model on disk changed; reloading it")
             self.start_loading(reason="The model on disk changed; reloading")
 
+    def on_inference_ok(self) -> None:
+        """A request reached the model: after an endpoint outage the status is ready again."""
+        if self.status.state == "error" and self.model is not None and self.model.device == "remote":
+            log.info("the inference endpoint answers again")
+            self.set_status(state="ready" if self.settings.enable else "disabled",
+                            message=f"{self.model.label} on {self.model.device}")
+
     def on_inference_error(self, error: Exception) -> None:
         """A failure while generating. Only the runtime's own failure on a GPU (lost device,
         out of memory) falls back to the CPU, and says so; anything else is logged and the
         server keeps serving on the device it has."""
-        if isinstance(error, BackendError) and self.model is not None and self.model.device == "cuda":
+        if isinstance(error, BackendError) and self.model is not None and self.model.device == "remote":
+            # The endpoint failed (down, refused, malformed answer): this request is empty, the
+            # status says why, and the backend checks the endpoint's health before trying again.
+            log.warning("the inference endpoint failed: %s", error)
+            message = f"{error}; completions are empty until it answers"
+            if self.status.message != message:
+                if self.status.state != "error":  # one pop-up per outage, not one per keystroke
+                    self.tell(str(error), types.MessageType.Warning)
+                self.set_status(state="error", message=message)
+        elif isinstance(error, BackendError) and self.model is not None and self.model.device == "cuda":
             msg = f"The GPU failed during a completion ({str(error)[:200]}); switching to the CPU."
             log.error(msg)
             self.tell(msg, types.MessageType.Warning)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, fields, replace
 DEVICES = ("auto", "cuda", "cpu")
 MODEL_SIZES = ("auto", "0.5b", "1.5b")
 FUNCTION_PROMPTS = ("auto", "chat", "fim")
+BACKENDS = ("local", "openai")
 CONTEXT_SOURCES = ("imports", "similar", "path")  # tandem/context providers
 
 
@@ -30,6 +31,13 @@ class Settings:
     learnBudgetMinutes: float = 10.0  # the whole run on this machine
     learnMinGain: float = 2.0  # points of held-out exact match a tuned model must gain to be served
     feedback: bool = False  # keep a local log of completions shown/accepted/dismissed/retained
+    # Where the model runs: "local" (onnxruntime in this process) or "openai" (an
+    # OpenAI-compatible server at `endpoint`: vLLM, llama.cpp's server). Nothing is sent
+    # anywhere unless backend is "openai" and endpoint is set.
+    backend: str = "local"
+    endpoint: str = ""  # e.g. http://gpu-server:8000 (with or without /v1)
+    apiModel: str = ""  # the served model's name; empty: the first one the server lists
+    apiKeyEnv: str = "TANDEM_API_KEY"  # the environment variable holding the API key (never a setting)
     # Context from other files (tandem/context): the share of contextTokens it may take (what
     # it leaves unused goes to the current file), and which providers run.
     contextShare: float = 0.3
@@ -37,7 +45,9 @@ class Settings:
 
     def restart_needed(self, other: "Settings") -> bool:
         """Settings that change the loaded model, not just one request."""
-        return (self.modelPath, self.device, self.modelSize) != (other.modelPath, other.device, other.modelSize)
+        return (self.modelPath, self.device, self.modelSize, self.backend, self.endpoint, self.apiModel,
+                self.apiKeyEnv) != (other.modelPath, other.device, other.modelSize, other.backend, other.endpoint,
+                                    other.apiModel, other.apiKeyEnv)
 
 
 _LIMITS = {
@@ -53,7 +63,7 @@ _LIMITS = {
     "learnMinGain": (0, 100),
     "contextShare": (0.0, 0.8),
 }
-_CHOICES = {"device": DEVICES, "functionPrompt": FUNCTION_PROMPTS, "modelSize": MODEL_SIZES}
+_CHOICES = {"device": DEVICES, "functionPrompt": FUNCTION_PROMPTS, "modelSize": MODEL_SIZES, "backend": BACKENDS}
 
 
 def parse_settings(raw: object, base: Settings | None = None) -> tuple[Settings, list[str]]:
@@ -93,6 +103,10 @@ def _check(key: str, value: object, default: object) -> str | None:
             return "expected a string"
         if key in _CHOICES and value not in _CHOICES[key]:
             return f"expected one of {', '.join(_CHOICES[key])}"
+        if key == "endpoint" and value.strip() and not value.strip().lower().startswith(("http://", "https://")):
+            return "expected an http:// or https:// URL"
+        if key == "apiKeyEnv" and not value.replace("_", "").isalnum():
+            return "expected the name of an environment variable"
         return None
     numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
     if isinstance(default, int) and not (numeric and float(value).is_integer()):

@@ -102,9 +102,9 @@ async def test_offered_on_stubs_only(tiny_model):
         assert not [a for a in result or [] if getattr(a, "title", "").startswith(TITLE)]
 
 
-async def test_resolve_writes_a_verified_body(tiny_model):
+async def test_resolve_writes_a_verified_body(tiny_model, backend):
     text = SQUARE + "    ...\n"
-    async with tandem(settings=fim_settings(tiny_model)) as s:
+    async with tandem(settings={**fim_settings(tiny_model), **backend}) as s:
         await s.wait_for_state("ready")
         s.open(URI, text)
         (action,) = await actions_at(s, URI, 0, 5)
@@ -120,11 +120,11 @@ async def test_resolve_writes_a_verified_body(tiny_model):
         assert resolved.edit.document_changes[0].text_document.version == s.version
 
 
-async def test_edit_keeps_tabs_crlf_and_the_rest_of_the_file(tiny_model):
+async def test_edit_keeps_tabs_crlf_and_the_rest_of_the_file(tiny_model, backend):
     # Tabs, CRLF, a stub statement with a comment: only the stub body changes.
     head = SQUARE.replace("\n", "\r\n").replace("    ", "\t")
     text = head + "\tpass  # TODO\r\n"
-    async with tandem(settings=fim_settings(tiny_model)) as s:
+    async with tandem(settings={**fim_settings(tiny_model), **backend}) as s:
         await s.wait_for_state("ready")
         s.open(URI, text)
         (action,) = await actions_at(s, URI, 1, 6)
@@ -199,11 +199,11 @@ async def test_not_offered_as_ready_while_loading(tiny_model):
         assert action.disabled is None
 
 
-async def test_applied_body_is_remembered_and_its_hover_shows_the_verification(tiny_model):
+async def test_applied_body_is_remembered_and_its_hover_shows_the_verification(tiny_model, backend):
     from .test_hover import execute, hover_until_explained
 
     text = SQUARE + "    ...\n"
-    async with tandem(settings=fim_settings(tiny_model)) as s:
+    async with tandem(settings={**fim_settings(tiny_model), **backend}) as s:
         await s.wait_for_state("ready")
         s.open(URI, text)
         (action,) = await actions_at(s, URI, 0, 5)

@@ -95,9 +95,9 @@ def env(tmp_path) -> dict:
     return {"TANDEM_HOME": str(tmp_path / "home")}
 
 
-async def test_accepted_completion_hover_shows_explanation_and_provenance(tiny_model, tiny, workspace, env):
+async def test_accepted_completion_hover_shows_explanation_and_provenance(tiny_model, tiny, workspace, env, backend):
     uri = (workspace / "example.py").as_uri()
-    async with tandem(settings={"modelPath": str(tiny_model)}, env=env, root=workspace) as s:
+    async with tandem(settings={"modelPath": str(tiny_model), **backend}, env=env, root=workspace) as s:
         caps = s.initialize_result.capabilities
         assert caps.hover_provider
         assert ACCEPT in caps.execute_command_provider.commands
@@ -120,7 +120,7 @@ async def test_accepted_completion_hover_shows_explanation_and_provenance(tiny_m
     assert want in md  # the model's explanation, exactly
     assert "completion form" in md  # honest about how it was asked (no usable chat template)
     # Provenance: model, precision and device, when, and what went into the prompt.
-    assert "*Model* tandem-tiny-test · " in md and " · cpu" in md
+    assert "*Model* tandem-tiny-test · " in md and (" · remote" if backend else " · cpu") in md
     assert re.search(r"\*Generated\* \d{4}-\d\d-\d\d \d\d:\d\d:\d\d from this file lines 1–2", md), md
     # Confidence from the token log-probabilities recorded at generation.
     m = re.search(r"\*\*Confidence: (high|medium|low)\*\* \(average token probability (\d+)%, lowest (\d+)%, "
@@ -230,10 +230,10 @@ async def test_cancelled_hover_stops_generation(tiny_model, tiny, workspace, env
     assert want in md
 
 
-async def test_explain_command_explains_any_selection(tiny_model, tiny, workspace, env):
+async def test_explain_command_explains_any_selection(tiny_model, tiny, workspace, env, backend):
     uri = (workspace / "explain.py").as_uri()
     text = "def greet(name):\n    return f\"Hello, {name}!\"\n"
-    async with tandem(settings={"modelPath": str(tiny_model)}, env=env, root=workspace) as s:
+    async with tandem(settings={"modelPath": str(tiny_model), **backend}, env=env, root=workspace) as s:
         await s.wait_for_state("ready")
         s.open(uri, text)
         rng = {"start": {"line": 0, "character": 0}, "end": {"line": 2, "character": 0}}

@@ -29,8 +29,8 @@ def cursor(src: str) -> tuple[str, int, int]:
 
 
 @pytest.fixture
-async def session(tiny_model):
-    async with tandem(settings={"modelPath": str(tiny_model)}) as s:
+async def session(tiny_model, backend):
+    async with tandem(settings={"modelPath": str(tiny_model), **backend}) as s:
         await s.wait_for_state("ready")
         yield s
 

@@ -71,6 +71,7 @@ async def complete(ls, params: types.InlineCompletionParams) -> types.InlineComp
     if result is None:
         return empty
     if not result.cached:
+        ls.on_inference_ok()
         ls.set_status(lastLatencyMs=round(result.latency_ms, 1))
     # Always replace up to the end of the line, carrying what the suggestion keeps of it:
     # every client then shows and applies the same thing (Neovim draws a ranged item over the
