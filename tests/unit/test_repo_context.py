@@ -403,3 +403,31 @@ def test_hover_names_every_file_and_line_range_of_the_prompt():
                {"uri": "file:///w/other/__init__.py", "lines": [2, 3], "what": "similar code (0.40)"}]
     assert sources_text(sources, here) == ("this file lines 1–40; shapes.py lines 7–25, 41; pkg/__init__.py line 1; "
                                            "other/__init__.py lines 3–4")
+
+
+def test_engine_puts_the_block_before_the_fim_prompt_and_heals_after_it(tiny_model, monkeypatch):
+    from tandem.completion.engine import CompletionEngine
+    from tandem.context import ContextBlock
+    from tandem.model.loaded import load_model
+
+    model = load_model(str(tiny_model), "cpu")
+    seen: list[list[int]] = []
+    real = model.lm.generate
+
+    def spy(ids, **kw):
+        seen.append(list(ids))
+        return real(ids, **kw)
+
+    monkeypatch.setattr(model.lm, "generate", spy)
+    engine = CompletionEngine(model)
+    text = "def add(a, b):\n    return a + b\n\n\ndef mul(a, b):\n    return a *"
+    plain = engine.complete(text, len(text), Settings())
+    block = ContextBlock(ids=(7, 40, 41, 8, 50, 51, 52, 8, 60), sources=[], key=("test",))
+    engine.complete(text, len(text), Settings(), context=block)
+    without, with_block = seen
+    assert with_block[:len(block.ids)] == list(block.ids) and with_block[len(block.ids)] == model.fim.prefix
+    assert with_block[len(block.ids):] == without  # the same FIM part (healed the same way) after the block
+    assert plain is None or plain.prompt_tokens == len(without)
+    # The block is part of the result cache's key: another block is another request.
+    engine.complete(text, len(text), Settings(), context=ContextBlock(ids=(7, 8), key=("other",)))
+    assert len(seen) == 3
