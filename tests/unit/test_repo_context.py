@@ -431,3 +431,24 @@ def test_engine_puts_the_block_before_the_fim_prompt_and_heals_after_it(tiny_mod
     # The block is part of the result cache's key: another block is another request.
     engine.complete(text, len(text), Settings(), context=ContextBlock(ids=(7, 8), key=("other",)))
     assert len(seen) == 3
+
+
+def test_file_events_saves_and_closing_keep_the_index_current(tmp_path: Path):
+    s = service(tmp_path)
+    text = "from newmod import fresh\n"
+    main = path_to_uri(str(tmp_path / "main.py"))
+    assert s.gather(main, text, len(text), ("imports",)).pieces == ()
+    p = write(tmp_path, "pkg/newmod.py", "def fresh(x):\n    pass\n")
+    s.files_changed([(path_to_uri(str(p)), 1)])  # created
+    text2 = "from pkg.newmod import fresh\n"
+    assert [q.what for q in s.gather(main, text2, len(text2), ("imports",)).pieces] == ["definition of fresh"]
+    # An open document's unsaved text counts; closing it goes back to the disk.
+    s.opened(path_to_uri(str(p)), "def fresh(x, y):\n    pass\n", 2)
+    assert "def fresh(x, y):" in s.gather(main, text2, len(text2), ("imports",)).pieces[0].text
+    s.closed(path_to_uri(str(p)))
+    p.write_text("def fresh(x, y, z):\n    pass\n")
+    s.saved(path_to_uri(str(p)))
+    assert "def fresh(x, y, z):" in s.gather(main, text2, len(text2), ("imports",)).pieces[0].text
+    p.unlink()
+    s.files_changed([(path_to_uri(str(p)), 3)])  # deleted
+    assert s.gather(main, text2, len(text2), ("imports",)).pieces == ()

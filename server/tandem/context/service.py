@@ -161,6 +161,7 @@ class ContextService:
             d = self._docs.get(uri)
         if d is not None and d.path and self.index is not None:
             self.index.set_text(d.path, 0, None)  # the file on disk counts again
+            self.index.invalidate(d.path)
 
     def saved(self, uri: str) -> None:
         path = uri_to_path(uri)
