@@ -156,3 +156,20 @@ def test_a_runtime_failure_is_a_backend_error(tiny):
     with pytest.raises(BackendError):
         lm.generate([10**6], max_new_tokens=2, stop_ids=stop)  # a token id outside the vocabulary
     assert lm.generate(fim_prompt("def add(a, b):\n    "), max_new_tokens=4, stop_ids=stop).ids
+
+
+def test_model_size_chooses_the_default_model(tmp_path, monkeypatch):
+    from tandem.model.loaded import default_model_for
+    from tandem.settings import parse_settings
+    monkeypatch.setenv("TANDEM_HOME", str(tmp_path))
+    assert default_model_for("auto", "cpu") is None  # the built-in default, 0.5B
+    assert default_model_for("auto", "cuda") is None  # the 1.5B is not built here
+    big = tmp_path / "models" / "qwen2.5-coder-1.5b-instruct"
+    (big / "cuda-fp16").mkdir(parents=True)
+    (big / "cuda-fp16" / "genai_config.json").write_text("{}")
+    assert default_model_for("auto", "cuda") == str(big)
+    assert default_model_for("auto", "cpu") is None  # GPU-only: a CPU keeps the 0.5B
+    assert default_model_for("0.5b", "cuda").endswith("qwen2.5-coder-0.5b-instruct")
+    s, errors = parse_settings({"modelSize": "7b"})
+    assert s.modelSize == "auto" and "modelSize" in errors[0]
+    assert parse_settings({"modelSize": "1.5b"})[0].restart_needed(parse_settings({})[0])
