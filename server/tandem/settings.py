@@ -1,12 +1,14 @@
 """Typed settings (section `tandem`) with defaults. A bad value gives a message and the default."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, fields, replace
 
 DEVICES = ("auto", "cuda", "cpu")
 MODEL_SIZES = ("auto", "0.5b", "1.5b")
 FUNCTION_PROMPTS = ("auto", "chat", "fim")
 BACKENDS = ("local", "openai")
+KEY_ENV = re.compile(r"TANDEM_[A-Z0-9_]+|OPENAI_API_KEY|VLLM_API_KEY|LLAMA_API_KEY")  # where an API key may come from
 CONTEXT_SOURCES = ("imports", "similar", "path")  # tandem/context providers
 
 
@@ -105,8 +107,9 @@ def _check(key: str, value: object, default: object) -> str | None:
             return f"expected one of {', '.join(_CHOICES[key])}"
         if key == "endpoint" and value.strip() and not value.strip().lower().startswith(("http://", "https://")):
             return "expected an http:// or https:// URL"
-        if key == "apiKeyEnv" and not value.replace("_", "").isalnum():
-            return "expected the name of an environment variable"
+        if key == "apiKeyEnv" and not KEY_ENV.fullmatch(value):
+            # Any other variable (AWS_SECRET_ACCESS_KEY...) would be sent to the endpoint.
+            return "expected TANDEM_... or OPENAI_API_KEY, VLLM_API_KEY, LLAMA_API_KEY"
         return None
     numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
     if isinstance(default, int) and not (numeric and float(value).is_integer()):

@@ -41,12 +41,12 @@ def test_restart_needed_only_for_model_and_device():
 
 def test_backend_settings():
     s, errors = parse_settings({"backend": "openai", "endpoint": "https://gpu:8000/v1", "apiModel": "m",
-                                "apiKeyEnv": "TEAM_KEY"})
+                                "apiKeyEnv": "TANDEM_TEAM_KEY"})
     assert errors == [] and (s.backend, s.endpoint, s.apiModel, s.apiKeyEnv) == ("openai", "https://gpu:8000/v1", "m",
-                                                                                 "TEAM_KEY")
+                                                                                 "TANDEM_TEAM_KEY")
     assert Settings().backend == "local" and Settings().endpoint == ""  # nothing is sent by default
-    s, errors = parse_settings({"backend": "cloud", "endpoint": "gpu:8000", "apiKeyEnv": "A KEY; rm"})
+    s, errors = parse_settings({"backend": "cloud", "endpoint": "gpu:8000", "apiKeyEnv": "AWS_SECRET_ACCESS_KEY"})
     assert (s.backend, s.endpoint, s.apiKeyEnv) == ("local", "", "TANDEM_API_KEY") and len(errors) == 3
     assert any("http:// or https://" in e for e in errors)
-    for key, value in (("backend", "openai"), ("endpoint", "http://x"), ("apiModel", "m"), ("apiKeyEnv", "K")):
+    for key, value in (("backend", "openai"), ("endpoint", "http://x"), ("apiModel", "m"), ("apiKeyEnv", "TANDEM_TEAM_KEY")):
         assert Settings().restart_needed(parse_settings({key: value})[0]), key

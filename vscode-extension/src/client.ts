@@ -15,14 +15,15 @@ import type { TandemClient } from './controller';
 export const CLIENT_ID = 'tandem';
 export const CLIENT_NAME = 'Tandem';
 
-export function serverOptions(python: string, cwd: string | undefined): ServerOptions {
+export function serverOptions(python: string, cwd: string | undefined, extraEnv: Record<string, string> = {}): ServerOptions {
   return {
     command: python,
     args: ['-m', 'tandem'],
     transport: TransportKind.stdio,
     options: {
       cwd,
-      env: { ...process.env, PYTHONUNBUFFERED: '1' },
+      // extraEnv: the API key from secret storage, when one is set (see secrets.ts).
+      env: { ...process.env, PYTHONUNBUFFERED: '1', ...extraEnv },
     },
   };
 }
@@ -52,9 +53,10 @@ export function createTandemClient(
   python: string,
   log: vscode.LogOutputChannel,
   middleware: Middleware,
+  extraEnv: Record<string, string> = {},
 ): TandemClient {
   const cwd = vscode.workspace.workspaceFolders?.[0]?.uri.fsPath;
-  const client = new LanguageClient(CLIENT_ID, CLIENT_NAME, serverOptions(python, cwd), clientOptions(log, middleware));
+  const client = new LanguageClient(CLIENT_ID, CLIENT_NAME, serverOptions(python, cwd, extraEnv), clientOptions(log, middleware));
   // vscode-languageclient >= 11 registers inline completion (LSP 3.18) as a standard
   // feature. Up to 10.0 it was proposed and needed `client.registerProposedFeatures()`.
   let stopping = false;

@@ -8,6 +8,7 @@ import { TandemController } from './controller';
 import { ExplainView } from './explainView';
 import { checkTandemImportable } from './logic/process';
 import { onPythonInterpreterChanged, pythonFromExtension } from './python';
+import { ApiKeyHolder, serverEnv, setApiKey } from './secrets';
 import { TandemStatusBar } from './statusBar';
 
 let controller: TandemController | undefined;
@@ -16,11 +17,15 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   const log = vscode.window.createOutputChannel('Tandem', { log: true });
   const statusBar = new TandemStatusBar();
   const explainView = new ExplainView();
+  // The endpoint's API key (secret storage), passed to the server process's environment.
+  const apiKey = new ApiKeyHolder(context.secrets);
   const ctl = new TandemController({
     log,
     statusBar,
     explainView,
-    createClient: (python, middleware) => createTandemClient(python, log, middleware),
+    createClient: (python, middleware) =>
+      createTandemClient(python, log, middleware,
+        serverEnv(vscode.workspace.getConfiguration('tandem').get<string>('apiKeyEnv'), apiKey.current)),
     checkImport: (python) => checkTandemImportable(python),
     pythonFromExtension: () => pythonFromExtension(log),
     runBuild: runModelBuild,
@@ -42,6 +47,16 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   command('tandem.buildModel', () => ctl.buildModel());
   command('tandem.explainSelection', () => ctl.explainSelection());
   command('tandem.showLog', () => log.show(true));
+  command('tandem.setApiKey', () =>
+    setApiKey({
+      store: context.secrets,
+      ask: (options) => vscode.window.showInputBox(options),
+      info: (message) => vscode.window.showInformationMessage(message),
+      changed: async () => {
+        await apiKey.load();
+        await ctl.restart(); // the key reaches the server through its environment
+      },
+    }));
   // Not registered here on purpose: `tandem.completionAccepted` (and any other command the
   // server lists in executeCommandProvider) is registered by vscode-languageclient's
   // ExecuteCommandFeature, which forwards it to the server as workspace/executeCommand.
@@ -54,7 +69,9 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     onPythonInterpreterChanged(() => void ctl.onPythonEnvironmentChanged()),
   );
 
-  void ctl.start(); // activation returns at once; the status bar shows progress
+  // Activation returns at once; the status bar shows progress. The stored key first (a
+  // keychain lookup), so the server starts with it.
+  void apiKey.load().then(() => ctl.start());
 }
 
 export async function deactivate(): Promise<void> {

@@ -10,4 +10,5 @@ export const CONTRIBUTED_COMMANDS = [
   'tandem.buildModel',
   'tandem.explainSelection',
   'tandem.showLog',
+  'tandem.setApiKey',
 ];

@@ -31,6 +31,10 @@ describe('package.json', () => {
       'tandem.functionPrompt': ['string', 'auto'],
       'tandem.contextShare': ['number', 0.3],
       'tandem.contextSources': ['array', ['imports', 'similar', 'path']],
+      'tandem.backend': ['string', 'local'],
+      'tandem.endpoint': ['string', ''],
+      'tandem.apiModel': ['string', ''],
+      'tandem.apiKeyEnv': ['string', 'TANDEM_API_KEY'],
     };
     assert.deepEqual(Object.keys(props).sort(), Object.keys(expected).sort());
     for (const [key, [type, dflt]] of Object.entries(expected)) {
@@ -40,6 +44,7 @@ describe('package.json', () => {
     assert.deepEqual(props['tandem.device'].enum, ['auto', 'cuda', 'cpu']);
     assert.deepEqual(props['tandem.modelSize'].enum, ['auto', '0.5b', '1.5b']);
     assert.deepEqual(props['tandem.functionPrompt'].enum, ['auto', 'chat', 'fim']);
+    assert.deepEqual(props['tandem.backend'].enum, ['local', 'openai']);
     assert.equal(props['tandem.prefixShare'].minimum, 0.1);
     assert.equal(props['tandem.prefixShare'].maximum, 0.9);
   });

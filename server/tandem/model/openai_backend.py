@@ -58,6 +58,10 @@ from urllib.parse import urlsplit, urlunsplit
 from .backend import BackendError, Cancelled, Constraint, Generation, Sampling
 
 log = logging.getLogger(__name__)
+# httpx logs every request at INFO (one line per keystroke) and httpcore every socket event at
+# DEBUG; Tandem's own messages say what matters, once.
+logging.getLogger("httpx").setLevel(logging.WARNING)
+logging.getLogger("httpcore").setLevel(logging.INFO)
 
 CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 60.0  # between two chunks of a stream (a cold prefill on a busy server)

@@ -101,7 +101,8 @@ export async function interpreterFromPythonApi(api: unknown, resource?: unknown)
 }
 
 /** The settings whose change means a different server process. */
-export const RESTART_SETTINGS = ['tandem.modelPath', 'tandem.device', 'tandem.python'] as const;
+// tandem.apiKeyEnv names the server process's environment variable that carries the key.
+export const RESTART_SETTINGS = ['tandem.modelPath', 'tandem.device', 'tandem.python', 'tandem.apiKeyEnv'] as const;
 
 /** `affects` is `ConfigurationChangeEvent.affectsConfiguration`. */
 export function needsRestart(affects: (section: string) => boolean): boolean {
