@@ -153,9 +153,13 @@ def test_slot_grows_for_long_prompts_and_refuses_past_the_context(tiny, monkeypa
 def test_a_runtime_failure_is_a_backend_error(tiny):
     bundle, fim_prompt, stop = tiny
     lm = GenaiLM(bundle / "cpu-int8", "cpu")
+    ids = fim_prompt("def add(a, b):\n    ")
+    want = GenaiLM(bundle / "cpu-int8", "cpu").generate(ids, max_new_tokens=6, stop_ids=stop).ids
+    lm.generate(ids[:5], max_new_tokens=2, stop_ids=stop)  # something in the cache first
     with pytest.raises(BackendError):
-        lm.generate([10**6], max_new_tokens=2, stop_ids=stop)  # a token id outside the vocabulary
-    assert lm.generate(fim_prompt("def add(a, b):\n    "), max_new_tokens=4, stop_ids=stop).ids
+        lm.generate(ids[:5] + [10**6], max_new_tokens=2, stop_ids=stop)  # a token outside the vocabulary
+    # The next request gets a cache it can trust: the same tokens as a fresh backend.
+    assert lm.generate(ids, max_new_tokens=6, stop_ids=stop).ids == want
 
 
 def test_model_size_chooses_the_default_model(tmp_path, monkeypatch):

@@ -121,7 +121,7 @@ class GenaiLM:
         the CUDA graph), so the first completions do not pay for them. Returns seconds spent."""
         t0 = time.perf_counter()
         if self.bucketed:
-            size, ids = 1, []
+            size = 1
             while size <= min(PREFILL_CHUNK[self.device], self.context_length // 2):
                 ids = [1 + (i % 97) for i in range(size)]
                 self.generate([7, *ids], max_new_tokens=2, stop_ids=set())
@@ -137,7 +137,6 @@ class GenaiLM:
             # Copied to the host only when the loop reads them (not for a prefill chunk's).
             logits = slot.generator.get_logits()[0, -1] if want_logits else None
         except Exception as e:  # the runtime's own failure: out of memory, lost device
-            slot.ids = []  # its cache can no longer be trusted
             raise BackendError(str(e)) from e
         slot.ids.extend(ids)
         return logits
@@ -159,18 +158,22 @@ class GenaiLM:
         cancel = cancel or threading.Event()
         with self._lock:
             s = self._slot(slot, len(prompt) + max_new_tokens + 1)
-            reuse = common_prefix(s.ids, prompt)
-            if reuse < len(s.ids):
-                try:
-                    s.generator.rewind_to(reuse)
-                except Exception as e:
-                    raise BackendError(str(e)) from e
-                del s.ids[reuse:]
             t0 = time.perf_counter()
-            gen = decode_loop(prompt, reuse, lambda ids, want: self._append(s, ids, want),
-                              max_new_tokens=max_new_tokens, stop_ids=stop_ids, cancel=cancel,
-                              stop_check=stop_check, sampling=sampling, constraint=constraint,
-                              step_delay=self._step_delay, prefill_chunk=PREFILL_CHUNK[self.device],
-                              bucketed=self.bucketed)
+            try:
+                reuse = common_prefix(s.ids, prompt)
+                if reuse < len(s.ids):
+                    try:
+                        s.generator.rewind_to(reuse)
+                    except Exception as e:
+                        raise BackendError(str(e)) from e
+                    del s.ids[reuse:]
+                gen = decode_loop(prompt, reuse, lambda ids, want: self._append(s, ids, want),
+                                  max_new_tokens=max_new_tokens, stop_ids=stop_ids, cancel=cancel,
+                                  stop_check=stop_check, sampling=sampling, constraint=constraint,
+                                  step_delay=self._step_delay, prefill_chunk=PREFILL_CHUNK[self.device],
+                                  bucketed=self.bucketed)
+            except BackendError:
+                self._slots.pop(slot, None)  # its cache can no longer be trusted: a fresh one next time
+                raise
             gen.timings["total_s"] = time.perf_counter() - t0
             return gen
