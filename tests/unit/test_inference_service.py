@@ -189,3 +189,30 @@ def test_many_threads_submitting_lose_nothing(service):
         t.join(T)
     assert sorted(f.result(timeout=T) for f in list(futs)) == sorted(results)
     assert len(results) == 200
+
+
+async def test_an_explanation_on_the_service_steps_aside_for_a_completion_and_resumes():
+    """The explainer (provenance/explain.py) on the real service: a completion submitted while a
+    foreground explanation decodes runs within a step, and the explanation still ends complete
+    and identical to one written without interruption."""
+    from tandem.provenance.explain import Explainer
+    from tests.unit.test_provenance_explain import REQ, FakeLM, FakeModel, fixed, words
+
+    service = InferenceService()
+    try:
+        lm = FakeLM(40, step_s=0.02)
+        ex = Explainer(fixed(FakeModel(lm)), service, idle_s=0, slice_tokens=40)
+        job = ex.explain("k", REQ, background=False)
+        waiter = asyncio.ensure_future(ex.wait(job, T))
+        deadline = time.monotonic() + T
+        while service.running() != "explain" and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0.1)  # a few tokens in
+        t0 = time.perf_counter()
+        assert await asyncio.wait_for(service.run(Priority.COMPLETION, lambda: "done", name="completion"), T) == "done"
+        assert time.perf_counter() - t0 < 0.5  # a step or two, not the rest of the explanation
+        result = await asyncio.wait_for(waiter, T)
+        assert result.text == words(40)
+        assert lm.cancelled == 1 and service.preempted == 1 and not lm.overlap
+    finally:
+        service.shutdown()
