@@ -5,7 +5,8 @@ import subprocess
 import sys
 
 CORES = ["tandem.completion.engine", "tandem.generate.function", "tandem.generate.sandbox",
-         "tandem.model.loaded", "tandem.provenance.store", "tandem.provenance.explain"]
+         "tandem.model.loaded", "tandem.provenance.store", "tandem.provenance.explain",
+         "tandem.inference", "tandem.model.openai_backend"]
 
 
 def imported_after(modules: list[str]) -> set[str]:
@@ -45,3 +46,12 @@ def test_only_the_backends_touch_the_runtimes():
                         name.endswith(("model.runtime", "model.genai")) or name in ("runtime", "genai"):
                     offenders.append(f"{path.relative_to(root)}: {name}")
     assert not offenders, offenders
+
+
+def test_no_http_client_is_loaded_unless_an_endpoint_is_used():
+    """Privacy by construction: the HTTP client is imported only when the OpenAI-compatible
+    backend is created (tandem.endpoint set), never by the server or its features."""
+    features = ["code_actions", "explain", "generate_function", "hover", "inline_completion", "lifecycle", "tracking"]
+    loaded = imported_after(["tandem.server", "tandem.__main__", "tandem.model.openai_backend"] +
+                            [f"tandem.features.{f}" for f in features])
+    assert not loaded & {"httpx", "httpcore", "requests", "urllib3", "aiohttp"}

@@ -323,7 +323,10 @@ class Explainer:
                     job.cancel = threading.Event()
                     if job.waiters == 0 and time.monotonic() - self._last_activity < self.idle_s:
                         continue  # activity arrived while we waited for the turn
-                    n = min(self.slice_tokens, limit - len(ids))
+                    # A remote endpoint gets the whole explanation in one streamed request (each
+                    # slice would send the prompt again); a preemption closes the stream just the same.
+                    step = limit if getattr(model, "device", "cpu") == "remote" else self.slice_tokens
+                    n = min(step, limit - len(ids))
                     job.running = True
                     t = time.perf_counter()
                     try:
