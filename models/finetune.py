@@ -2,7 +2,8 @@
 
 nanoGPT style: one config, one data sampler, one training loop, read top to bottom.
 
-Examples use Qwen2.5-Coder's PSM layout, assembled from token ids:
+Examples use Qwen2.5-Coder's PSM layout, built by the server's own prompt builder
+(tandem.completion.prompt.build_fim_prompt) and followed by the middle and the end token:
 
     <|fim_prefix|> prefix <|fim_suffix|> suffix <|fim_middle|> middle <|endoftext|>
 
@@ -24,6 +25,10 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from tandem.completion.prompt import FimIds, build_fim_prompt
+from tandem.settings import Settings
+
+SERVING_PREFIX_SHARE = Settings().prefixShare  # the server's default split of the prompt budget
 SOURCE_SUFFIXES = {".py", ".pyi", ".js", ".jsx", ".ts", ".tsx", ".mjs", ".go", ".rs", ".java",
                    ".kt", ".scala", ".c", ".h", ".cc", ".cpp", ".hpp", ".cs", ".rb", ".php",
                    ".swift", ".lua", ".sh", ".sql"}
@@ -105,6 +110,7 @@ class FimSampler:
             raise ValueError(f"the tokenizer has no {missing}: it cannot be trained for FIM")
         self.prefix_id, self.suffix_id, self.middle_id, self.eot_id = (
             tokenizer.convert_tokens_to_ids(t) for t in FIM_TOKEN_NAMES)
+        self.fim_ids = FimIds(self.prefix_id, self.suffix_id, self.middle_id)
         # Characters per token, to size windows without tokenizing every candidate (in
         # pieces: one long encode makes transformers warn about the model's context length).
         sample = "".join(self.docs)[:200_000]
@@ -120,16 +126,17 @@ class FimSampler:
         text = self.window()
         if self.rng.random() >= self.cfg.fim_rate:
             return (self.encode(text) + [self.eot_id])[:self.cfg.seq_len]
-        prefix, middle, suffix = self.split(text)
-        pre, mid, suf = self.encode(prefix), self.encode(middle), self.encode(suffix)
-        # Trim the outer ends first if the estimate was off: the middle is what we train for.
-        excess = len(pre) + len(suf) + len(mid) + 4 - self.cfg.seq_len
-        if excess > 0:
-            cut = min(excess, len(pre))
-            pre, excess = pre[cut:], excess - cut
-            suf = suf[:len(suf) - min(excess, len(suf))]
-        ids = [self.prefix_id, *pre, self.suffix_id, *suf, self.middle_id, *mid, self.eot_id]
-        return ids[:self.cfg.seq_len]
+        return self.fim_example(*self.split(text))
+
+    def fim_example(self, prefix: str, middle: str, suffix: str) -> list[int]:
+        """prefix/suffix as the server prompts them (tandem.completion.prompt.build_fim_prompt:
+        one FIM layout for training and serving), then the middle and the end token."""
+        mid = self.encode(middle)
+        budget = self.cfg.seq_len - len(mid) - 4
+        # The outer ends are trimmed first (whole lines, the prefix from an aligned line, as at
+        # serving time): the middle is what we train for.
+        prompt = build_fim_prompt(self, self.fim_ids, prefix, suffix, budget, SERVING_PREFIX_SHARE)
+        return [*prompt.ids, *mid, self.eot_id][:self.cfg.seq_len]
 
     # A window is a run of whole lines, usually whole top-level blocks (a function, a
     # class), so an example reads like a small file and its end is a natural stopping point.

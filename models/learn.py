@@ -61,9 +61,11 @@ class LearnConfig:
     eval_sites: int = 60
     eval_share: float = 0.12  # of the budget, at most, for each evaluation (at least 10 sites)
     context_tokens: int = CONTEXT_TOKENS
-    curve_sites: int = 8  # held-out exact match during the run (PyTorch greedy, a subset)
+    curve_sites: int = 4  # held-out exact match during the run (PyTorch greedy, a subset, short context)
+    curve_context_tokens: int = 384
     curve_points: int = 2
     min_gain: float = 2.0  # points of held-out exact match needed to promote
+    min_net_lines: int = 2  # and held-out lines newly right minus lines newly wrong
     seed: int = 0
     bf16: bool = True
     feedback_examples: bool = False  # also train on retained accepted completions (opt-in log)
@@ -169,7 +171,7 @@ def train(hf_dir: Path, texts: list[str], curve_sites, out: Path, cfg: LearnConf
         if not curve_sites:
             return
         model.eval()
-        hits = sum(_greedy_line(model, tok, fim, sampler, s, cfg.context_tokens).strip() == s.target.strip()
+        hits = sum(_greedy_line(model, tok, fim, sampler, s, cfg.curve_context_tokens).strip() == s.target.strip()
                    for s in curve_sites)
         model.train()
         history["curve"].append({"step": step, "exact_match": round(100 * hits / len(curve_sites), 2)})
@@ -177,15 +179,17 @@ def train(hf_dir: Path, texts: list[str], curve_sites, out: Path, cfg: LearnConf
     # Curve points at these fractions of the training time (the last one after the last step).
     marks = [i / cfg.curve_points for i in range(1, cfg.curve_points)]
     model.train()
-    step, tokens, loss_value = 0, 0, float("nan")
+    step, tokens, loss_value, compute_s = 0, 0, float("nan"), 0.0
     while step < cfg.max_steps and time.monotonic() < deadline:
         if cancel.is_set():
             raise Cancelled()
         lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup)
-        frac = (time.monotonic() - t0) / total_s
+        # Cosine over the run: by steps when a step cap ends it first, else by time.
+        frac = max(step / cfg.max_steps, (time.monotonic() - t0) / total_s)
         lr *= 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))  # cosine over the time budget
         for g in opt.param_groups:
             g["lr"] = lr
+        t_step = time.monotonic()
         examples = sorted((sampler.example() for _ in range(cfg.batch_size)), key=len)
         width = _bucket(len(examples[-1]))
         x = torch.full((len(examples), width), pad_id, dtype=torch.long)
@@ -215,8 +219,9 @@ def train(hf_dir: Path, texts: list[str], curve_sites, out: Path, cfg: LearnConf
         loss_value = float(loss.item())
         history["steps"].append(step)
         history["loss"].append(round(loss_value, 4))
+        compute_s += time.monotonic() - t_step
         dt = time.monotonic() - t0
-        emit("train", step=step, loss=round(loss_value, 4), tokens_per_s=round(tokens / dt, 1),
+        emit("train", step=step, loss=round(loss_value, 4), tokens_per_s=round(tokens / compute_s, 1),
              seconds=round(dt, 1), time_left_s=round(max(0.0, deadline - time.monotonic()), 1))
         while marks and (time.monotonic() - t0) / total_s >= marks[0]:
             marks.pop(0)
@@ -224,7 +229,8 @@ def train(hf_dir: Path, texts: list[str], curve_sites, out: Path, cfg: LearnConf
     if step == 0:
         raise PipelineError("the time budget ended before the first training step; give a larger budget")
     history.update(tokens=tokens, train_s=round(time.monotonic() - t0, 1), final_loss=loss_value,
-                   tokens_per_s=round(tokens / max(1e-9, time.monotonic() - t0), 1))
+                   step_s=round(compute_s / step, 2), tokens_per_s=round(tokens / max(1e-9, compute_s), 1),
+                   threads=torch.get_num_threads())
     if cancel.is_set():
         raise Cancelled()
 
@@ -355,11 +361,20 @@ def _learn(workspace, bundle, hf_dir, run, vid, cfg, emit, cancel, t_start, dead
     if cancel.is_set():
         raise Cancelled()
     gain = round(after.exact_match - before.exact_match, 2)
-    promote = cfg.promote and gain >= cfg.min_gain and after.exact_match > before.exact_match
+    # Lines the tuned model gets right that the served one did not, and the reverse: a gain of
+    # one line on a handful of sites is noise, whatever the points say.
+    wins = sum(a["exact"] and not b["exact"] for a, b in zip(after.samples, before.samples))
+    losses = sum(b["exact"] and not a["exact"] for a, b in zip(after.samples, before.samples))
+    promote = (cfg.promote and gain >= cfg.min_gain and after.exact_match > before.exact_match
+               and wins - losses >= cfg.min_net_lines)
     if promote:
         decision = f"promoted: held-out exact match {before.exact_match}% -> {after.exact_match}% ({gain:+.1f} points)"
     elif not cfg.promote:
         decision = f"not promoted (--no-promote): {gain:+.1f} points"
+    elif gain >= cfg.min_gain:
+        decision = (f"kept the current model: held-out exact match {before.exact_match}% -> {after.exact_match}% "
+                    f"({gain:+.1f} points) is {wins} line(s) gained and {losses} lost of {after.sites}, fewer than "
+                    f"the {cfg.min_net_lines} net lines needed")
     else:
         decision = (f"kept the current model: held-out exact match {before.exact_match}% -> {after.exact_match}% "
                     f"({gain:+.1f} points), below the {cfg.min_gain:g}-point margin")
@@ -373,6 +388,7 @@ def _learn(workspace, bundle, hf_dir, run, vid, cfg, emit, cancel, t_start, dead
                  "heldout": [f.rel for f in held], "sites": len(sites), "skipped": dict(coll.skipped)},
         "before": before.to_json(), "after": after.to_json(),
         "edit_similarity_gain_points": round(after.edit_similarity - before.edit_similarity, 2),
+        "lines_gained": wins, "lines_lost": losses,
         "training": {k: v for k, v in history.items() if k not in ("steps", "loss")},
         "loss": history["loss"], "seconds_total": round(time.monotonic() - t_start, 1),
         "peak_rss_mib": _peak_rss_mib(),
@@ -431,8 +447,11 @@ def write_report(d: Path, report: dict, history: dict, before, after) -> None:
              "Measured through the serving engine (the variant the server loads, its runtime and prompt):", "",
              "| | before | after |", "|---|---|---|",
              *[f"| {name} | {b} | {a} |" for name, b, a in rows], "",
+             f"Held-out lines newly right: {report['lines_gained']}, newly wrong: {report['lines_lost']} "
+             f"(of {after.sites}).", "",
              f"Training: LoRA r={report['config']['rank']}, {len(history['steps'])} steps, {tr.get('tokens', 0):,} "
-             f"tokens, {tr.get('tokens_per_s')} tokens/s, {tr.get('train_s')} s; final loss "
+             f"tokens, {tr.get('tokens_per_s')} tokens/s ({tr.get('step_s')} s a step, {tr.get('threads')} thread(s)), "
+             f"{tr.get('train_s')} s with the curve points; final loss "
              f"{tr.get('final_loss', float('nan')):.4f}; {tr.get('trainable_params', 0):,} trainable parameters.",
              f"Whole run {report['seconds_total']} s, peak memory {report['peak_rss_mib']} MiB, machine: "
              f"{report['machine']['cpus']} CPUs ({report['machine']['note']}).", ""]

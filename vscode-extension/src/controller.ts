@@ -380,6 +380,76 @@ export class TandemController implements vscode.Disposable {
     await this.restart();
   }
 
+  // ---- learning (server: tandem/features/learn.py) ----------------------------------------
+
+  /** "Tandem: Learn from this workspace": the server fine-tunes in its own process and reports
+   * `$/progress` (shown, cancellable, by the language client); this shows the outcome. */
+  async learnWorkspace(): Promise<void> {
+    const client = this.client;
+    if (!client || this.phase !== 'running') {
+      void vscode.window.showWarningMessage('Tandem: the server is not running. Run "Tandem: Restart Server" or see the log.');
+      return;
+    }
+    const folder = vscode.window.activeTextEditor
+      ? vscode.workspace.getWorkspaceFolder?.(vscode.window.activeTextEditor.document.uri)
+      : undefined;
+    const root = folder ?? vscode.workspace.workspaceFolders?.[0];
+    if (!root) {
+      void vscode.window.showInformationMessage('Tandem: open a folder to learn from.');
+      return;
+    }
+    let result: { ok?: boolean; decision?: string; error?: string; cancelled?: boolean } | undefined;
+    try {
+      result = (await client.executeCommand('tandem.learn', [{ workspace: root.uri.fsPath }])) as typeof result;
+    } catch (err) {
+      void vscode.window.showErrorMessage(`Tandem: learning failed: ${errorMessage(err)}`);
+      return;
+    }
+    if (result?.ok && result.decision) {
+      void vscode.window.showInformationMessage(`Tandem: ${result.decision}`);
+    } else if (!result?.cancelled && result?.error) {
+      this.deps.log.warn(`tandem.learn: ${result.error}`); // the server has shown it already
+    }
+  }
+
+  /** "Tandem: Roll Back Model Version": back to the version served before (the base at the start). */
+  async rollbackModel(): Promise<void> {
+    const client = this.client;
+    if (!client || this.phase !== 'running') {
+      void vscode.window.showWarningMessage('Tandem: the server is not running.');
+      return;
+    }
+    const r = (await client.executeCommand('tandem.rollbackModelVersion', [])) as
+      | { ok?: boolean; version?: { id: string; label: string }; error?: string }
+      | undefined;
+    if (r?.ok && r.version) {
+      void vscode.window.showInformationMessage(`Tandem: now serving ${r.version.id} (${r.version.label}).`);
+    }
+  }
+
+  /** "Tandem: Switch Model Version...": pick among the versions `tandem learn` made. */
+  async pickModelVersion(): Promise<void> {
+    const client = this.client;
+    if (!client || this.phase !== 'running') {
+      void vscode.window.showWarningMessage('Tandem: the server is not running.');
+      return;
+    }
+    const r = (await client.executeCommand('tandem.listModelVersions', [])) as
+      | { ok?: boolean; versions?: { id: string; label: string; active: boolean; servable: boolean }[]; error?: string }
+      | undefined;
+    if (!r?.ok || !r.versions) {
+      void vscode.window.showWarningMessage(`Tandem: ${r?.error ?? 'no model versions'}`);
+      return;
+    }
+    const items = r.versions
+      .filter((v) => v.servable)
+      .map((v) => ({ label: `${v.active ? '$(check) ' : ''}${v.id}`, description: v.label, id: v.id }));
+    const pick = await vscode.window.showQuickPick(items, { placeHolder: 'Model version to serve' });
+    if (pick) {
+      await client.executeCommand('tandem.switchModelVersion', [pick.id]);
+    }
+  }
+
   // ---- explain --------------------------------------------------------------------------
 
   async explainSelection(): Promise<void> {

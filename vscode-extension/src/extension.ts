@@ -46,6 +46,9 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   command('tandem.restartServer', () => ctl.restart());
   command('tandem.buildModel', () => ctl.buildModel());
   command('tandem.explainSelection', () => ctl.explainSelection());
+  command('tandem.learnWorkspace', () => ctl.learnWorkspace());
+  command('tandem.pickModelVersion', () => ctl.pickModelVersion());
+  command('tandem.rollbackModel', () => ctl.rollbackModel());
   command('tandem.showLog', () => log.show(true));
   command('tandem.setApiKey', () =>
     setApiKey({

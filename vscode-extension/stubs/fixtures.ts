@@ -11,4 +11,7 @@ export const CONTRIBUTED_COMMANDS = [
   'tandem.explainSelection',
   'tandem.showLog',
   'tandem.setApiKey',
+  'tandem.learnWorkspace',
+  'tandem.pickModelVersion',
+  'tandem.rollbackModel',
 ];

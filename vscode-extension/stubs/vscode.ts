@@ -286,6 +286,9 @@ export const window = {
     }
     return Promise.resolve(answer);
   },
+  async showQuickPick<T>(items: T[]): Promise<T | undefined> {
+    return items[0]; // tests: the first item is picked
+  },
   async withProgress<R>(options: { title?: string }, task: (progress: any, token: any) => Promise<R>): Promise<R> {
     const source = new CancellationTokenSource();
     return task(

@@ -354,6 +354,53 @@ describe('TandemController', () => {
     });
   });
 
+  describe('learning', () => {
+    it('sends tandem.learn with the workspace folder and shows the decision', async () => {
+      const t = setup();
+      ctl = t.ctl;
+      await ctl.start();
+      const ws = vscode.workspace as unknown as { workspaceFolders: unknown };
+      ws.workspaceFolders = [{ uri: vscode.Uri.file('/w/proj'), name: 'proj', index: 0 }];
+      try {
+        t.clients[0].commandResult = async () => ({ ok: true, promoted: true, decision: 'promoted: held-out exact match 10% -> 20% (+10.0 points)' });
+        await ctl.learnWorkspace();
+      } finally {
+        ws.workspaceFolders = undefined;
+      }
+      assert.deepEqual(t.clients[0].commands, [{ command: 'tandem.learn', args: [{ workspace: '/w/proj' }] }]);
+      assert.match(stub.state.messages.at(-1)?.message ?? '', /promoted: held-out exact match 10% -> 20%/);
+    });
+
+    it('needs a folder and a running server', async () => {
+      const t = setup();
+      ctl = t.ctl;
+      await ctl.learnWorkspace();
+      assert.match(stub.state.messages.at(-1)?.message ?? '', /not running/);
+      await ctl.start();
+      await ctl.learnWorkspace();
+      assert.match(stub.state.messages.at(-1)?.message ?? '', /open a folder/);
+      assert.deepEqual(t.clients[0].commands, []);
+    });
+
+    it('switches to a picked version and rolls back', async () => {
+      const t = setup();
+      ctl = t.ctl;
+      await ctl.start();
+      const list = { ok: true, versions: [
+        { id: 'v2', label: 'tuned on proj at 2026-11-30 01:00 UTC, +5.0 points', active: false, servable: true },
+        { id: 'v1', label: 'tuned on proj', active: false, servable: false },
+      ] };
+      t.clients[0].commandResult = async () => list;
+      await ctl.pickModelVersion();
+      assert.deepEqual(t.clients[0].commands.map((c) => [c.command, c.args]), [
+        ['tandem.listModelVersions', []], ['tandem.switchModelVersion', ['v2']]]);
+      t.clients[0].commandResult = async () => ({ ok: true, version: { id: 'base', label: 'base' } });
+      await ctl.rollbackModel();
+      assert.equal(t.clients[0].commands.at(-1)?.command, 'tandem.rollbackModelVersion');
+      assert.match(stub.state.messages.at(-1)?.message ?? '', /now serving base/);
+    });
+  });
+
   it('marks an unexpected server stop as failed, and recovery as running', async () => {
     const t = setup();
     ctl = t.ctl;

@@ -35,6 +35,9 @@ describe('package.json', () => {
       'tandem.endpoint': ['string', ''],
       'tandem.apiModel': ['string', ''],
       'tandem.apiKeyEnv': ['string', 'TANDEM_API_KEY'],
+      'tandem.learnBudgetMinutes': ['number', 10],
+      'tandem.learnMinGain': ['number', 2],
+      'tandem.feedback': ['boolean', false],
     };
     assert.deepEqual(Object.keys(props).sort(), Object.keys(expected).sort());
     for (const [key, [type, dflt]] of Object.entries(expected)) {

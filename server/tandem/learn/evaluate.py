@@ -45,7 +45,7 @@ class EvalResult:
     model: str
     samples: list[dict]
 
-    def to_json(self, samples: int = 20) -> dict:
+    def to_json(self, samples: int = 200) -> dict:
         d = {k: v for k, v in self.__dict__.items() if k != "samples"}
         d["samples"] = self.samples[:samples]
         return d
