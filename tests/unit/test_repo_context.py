@@ -452,3 +452,18 @@ def test_file_events_saves_and_closing_keep_the_index_current(tmp_path: Path):
     p.unlink()
     s.files_changed([(path_to_uri(str(p)), 3)])  # deleted
     assert s.gather(main, text2, len(text2), ("imports",)).pieces == ()
+
+
+def test_imported_names_used_nearest_the_cursor_come_first(tmp_path: Path):
+    write(tmp_path, "lib.py", "".join(f"def f{i}(x):\n    pass\n\n" for i in range(6)))
+    s = service(tmp_path)
+    body = "\n".join(f"line{i} = {i}" for i in range(60))
+    text = f"from lib import (\n    f0,\n    f1,\n    f2,\n)\n\nf2(1)\n{body}\nf1(2)\n" + "\n" * 3
+    uri = path_to_uri(str(tmp_path / "main.py"))
+    near_end = s.gather(uri, text, len(text) - 1, ("imports",))
+    assert [p.what[-2:] for p in near_end.pieces] == ["f1", "f2", "f0"]  # f0 is only imported: last
+    near_top = s.gather(uri, text, text.index("line0"), ("imports",))
+    assert [p.what[-2:] for p in near_top.pieces] == ["f2", "f1", "f0"]
+    # The cursor's own line does not count, so typing on it keeps the context (and its key).
+    typed = text[:len(text) - 1] + "f0(" + text[len(text) - 1:]
+    assert s.gather(uri, typed, len(text) + 2, ("imports",)).key == near_end.key

@@ -22,9 +22,11 @@ Plain Python: no pygls.
 """
 from __future__ import annotations
 
+import bisect
 import hashlib
 import logging
 import os
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -42,6 +44,7 @@ log = logging.getLogger(__name__)
 SOURCES = ("imports", "similar", "path")
 PROVIDER_BUDGET_S = 0.05  # each provider, all running at once
 RECENT_DOCS = 20
+ANCHOR_LINES = 16  # the imports are ranked by use nearest the cursor's block of this many lines
 MAX_DEFINITIONS = 48
 MAX_SIMILAR = 4
 RESULTS_CACHE = 256
@@ -221,7 +224,15 @@ class ContextService:
         stamp = self._others_stamp(uri)
         jobs: list[tuple[str, tuple, object, tuple]] = []
         if "imports" in sources and path and path.endswith((".py", ".pyi")):
-            jobs.append(("imports", self._imports_key(path, text, stamp), self._imports, (path, text)))
+            # The file without the cursor's line, and the cursor's 16-line block: what decides
+            # which imported names are used nearest (unchanged while the user types on a line).
+            ls = text.rfind("\n", 0, offset) + 1
+            le = text.find("\n", offset)
+            le = len(text) if le < 0 else le
+            rest = hashlib.sha1((text[:ls] + text[le:]).encode("utf-8", "replace")).hexdigest()
+            anchor = text.count("\n", 0, ls) // ANCHOR_LINES
+            key = self._imports_key(path, text, stamp) + (rest, anchor)
+            jobs.append(("imports", key, self._imports, (path, text, ls, le)))
         if "similar" in sources:
             q = S.query_lines(text, offset)
             key = ("similar", uri, hashlib.sha1(q.encode("utf-8", "replace")).hexdigest(), stamp)
@@ -242,12 +253,16 @@ class ContextService:
                 log.exception("context provider %s failed", name)
                 found = ()
             pieces.extend(found)
-            keys.append(key)
         shown = rel if "path" in sources else ""
         ms = (time.perf_counter() - t0) * 1000
         if skipped:
             log.info("context: %s skipped (over %.0f ms)", ", ".join(skipped), budget * 1000)
-        return Context(self.repo or "workspace", shown, tuple(pieces), (shown, tuple(keys)), tuple(skipped), ms)
+        # Keyed by content: inputs that changed without changing what was found (a keystroke,
+        # a save) keep the same key, hence the same rendered block and the engine's cached results.
+        h = hashlib.sha1()
+        for p in pieces:
+            h.update(f"{p.uri}\0{p.first}\0{p.last}\0{p.what}\0{p.text}\0".encode("utf-8", "replace"))
+        return Context(self.repo or "workspace", shown, tuple(pieces), (shown, h.hexdigest()), tuple(skipped), ms)
 
     def _submit(self, key: tuple, fn, *args) -> Future:
         with self._lock:
@@ -303,7 +318,9 @@ class ContextService:
                 self._loose = WorkspaceIndex([])
             return self._loose
 
-    def _imports(self, path: str, text: str) -> list[Piece]:
+    def _imports(self, path: str, text: str, line_start: int = -1, line_end: int = -1) -> list[Piece]:
+        """Definitions of the imported names: those used nearest the cursor's block of lines
+        first (the cursor's own line left out), then the others, files nearest first."""
         idx = self._index(path)
         here = os.path.dirname(path)
         found: OrderedDict[tuple[str, str], O.Definition] = OrderedDict()
@@ -351,7 +368,8 @@ class ContextService:
                 log.exception("context: import %s", imp)
         files = sorted(order, key=lambda p: (distance(here, os.path.dirname(p)), order[p]))
         rank = {p: i for i, p in enumerate(files)}
-        items = sorted(found.items(), key=lambda kv: (rank[kv[0][0]], kv[1].first))
+        near = _use_distance(text, {n for (_p, n) in found}, line_start, line_end)
+        items = sorted(found.items(), key=lambda kv: (near.get(kv[0][1], 1 << 30), rank[kv[0][0]], kv[1].first))
         return [Piece(path_to_uri(p), idx.relpath(p), d.first, d.last, d.text, f"definition of {n}")
                 for (p, n), d in items]
 
@@ -441,6 +459,31 @@ def render_block(codec, context: Context, budget_tokens: int, key: tuple = ()) -
     ids += tail
     text += f"<|file_sep|>{context.path}\n"
     return ContextBlock(tuple(ids), sources, key or (context.key, budget_tokens), text)
+
+
+def _use_distance(text: str, names: set[str], line_start: int, line_end: int) -> dict[str, int]:
+    """For each name, how many lines its nearest use (outside import statements and the
+    cursor's own line) is from the middle of the cursor's ANCHOR_LINES-line block."""
+    if not names or line_start < 0:
+        return {}
+    head = text[:O.MAX_IMPORT_SCAN]
+    newlines = [m.start() for m in re.finditer("\n", head)]
+    anchor = (bisect.bisect_right(newlines, line_start - 1) // ANCHOR_LINES) * ANCHOR_LINES + ANCHOR_LINES // 2
+    pattern = re.compile(r"(?<![\w.])(" + "|".join(sorted(map(re.escape, names))) + r")\b")
+    spans = sorted((m.start(), m.end()) for rx in (O._FROM, O._IMPORT) for m in rx.finditer(head))
+    starts = [a for a, _b in spans]
+    out: dict[str, int] = {}
+    for m in pattern.finditer(head):
+        if line_start <= m.start() <= line_end:
+            continue
+        i = bisect.bisect_right(starts, m.start()) - 1
+        if i >= 0 and spans[i][0] <= m.start() < spans[i][1]:
+            continue  # the import statement itself
+        ln = bisect.bisect_right(newlines, m.start() - 1)
+        d = abs(ln - anchor)
+        if d < out.get(m.group(1), 1 << 30):
+            out[m.group(1)] = d
+    return out
 
 
 def _join(module: str, name: str) -> str:
