@@ -65,6 +65,9 @@ def make_handler(script: Script):
             script.requests.append(body)
             script.headers.append({k.lower(): v for k, v in self.headers.items()})
             r = script.replies[min(len(script.requests) - 1, len(script.replies) - 1)]
+            if r.get("refuse_logprobs") and body.get("logprobs"):  # llama-cpp-python without --logits_all
+                return self._json(500, {"error": {"message": "logprobs is not supported for models created with "
+                                                             "logits_all=False"}})
             if r.get("refuse_ids") and isinstance(body.get("prompt"), list):
                 return self._json(422, {"detail": [{"loc": ["body", "prompt"], "msg": "Input should be a valid string",
                                                     "type": "string_type"}]})

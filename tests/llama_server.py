@@ -46,7 +46,8 @@ def free_port() -> int:
 
 
 @contextmanager
-def llama_server(gguf: Path, *, alias: str | None = None, threads: int = 1, n_ctx: int = 2048, timeout: float = 120):
+def llama_server(gguf: Path, *, alias: str | None = None, threads: int = 1, n_ctx: int = 2048, timeout: float = 120,
+                 logprobs: bool = True):
     """Yield the base URL of a llama.cpp server on a free loopback port; stop it afterwards."""
     py = llama_python()
     port = free_port()
@@ -54,7 +55,7 @@ def llama_server(gguf: Path, *, alias: str | None = None, threads: int = 1, n_ct
     cmd = [py, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1", "--port", str(port),
            "--n_ctx", str(n_ctx), "--n_threads", str(threads), "--n_threads_batch", str(threads),
            # Per-token log-probabilities (the hover's confidence) need every position's logits.
-           "--logits_all", "true"]
+           "--logits_all", "true" if logprobs else "false"]
     if alias:
         cmd += ["--model_alias", alias]  # the name /v1/models lists (and Tandem's provenance shows)
     env = {k: v for k, v in os.environ.items() if not k.endswith("_PROXY") and not k.endswith("_proxy")}

@@ -99,7 +99,7 @@ async def run(a) -> dict:
     import tempfile
 
     gguf = a.gguf or tiny_gguf()
-    with llama_server(gguf, alias=gguf.stem, threads=a.threads, n_ctx=a.n_ctx) as url:
+    with llama_server(gguf, alias=gguf.stem, threads=a.threads, n_ctx=a.n_ctx, logprobs=a.logprobs) as url:
         bundle = a.model_path or Path(json.loads(Path(str(gguf) + ".json").read_text())["source"]).parent
         settings = {"modelPath": str(bundle), "backend": "openai", "endpoint": url}
         results: list[dict] = []
@@ -124,7 +124,7 @@ async def run(a) -> dict:
         "p95_ms": round(pct(answered, 95), 1) if answered else None,
         "max_ms": round(max(ms), 1) if ms else None,
         "wall_s": round(wall, 1), "throughput_rps": round(len(answered) / wall, 2) if wall else None,
-        "llama_threads": a.threads, "model": gguf.name, "unique_prompts": a.unique,
+        "llama_threads": a.threads, "model": gguf.name, "unique_prompts": a.unique, "logprobs": a.logprobs,
     }
 
 
@@ -139,6 +139,8 @@ def main() -> int:
     ap.add_argument("--gguf", type=Path, help="serve this GGUF instead of the tiny model's")
     ap.add_argument("--model-path", type=Path, help="the Tandem model whose tokenizer matches --gguf")
     ap.add_argument("--n-ctx", type=int, default=2048)
+    ap.add_argument("--no-logprobs", dest="logprobs", action="store_false",
+                    help="serve without per-token logprobs (llama-cpp-python's --logits_all false: faster)")
     ap.add_argument("--cache-hits", dest="unique", action="store_false",
                     help="let typed-through answers come from Tandem's cache (default: every request is new)")
     a = ap.parse_args()

@@ -66,7 +66,7 @@ async def test_refused_key_is_said_once_without_the_key(tiny_model):
             assert len(warnings) == 1 and "API key" in warnings[0], s.messages()
             said = everything_said(s)
     assert SECRET not in said
-    assert len(script.requests) == 3  # 401 is not retried
+    assert sum(1 for r in script.requests if r.get("stream")) == 3  # 401 is not retried (plus the load's probe)
 
 
 async def test_openai_backend_without_an_endpoint_sends_nothing_and_says_why(tiny_model):
@@ -74,3 +74,25 @@ async def test_openai_backend_without_an_endpoint_sends_nothing_and_says_why(tin
         await s.wait_for_state("error")
         msg = status_field(s.statuses[-1], "message")
         assert "tandem.endpoint is empty" in msg and "Nothing is sent" in msg
+
+
+def test_real_llama_server_without_logprobs(tiny_model):
+    """llama-cpp-python started without --logits_all refuses logprobs: the backend asks again
+    without them, completes, and leaves the confidence unknown instead of inventing it."""
+    import pytest
+
+    from tandem.model.openai_backend import load_remote
+    from tests.llama_server import Unavailable, llama_server, tiny_gguf
+
+    try:
+        server = llama_server(tiny_gguf(), logprobs=False)
+        url = server.__enter__()
+    except Unavailable as e:
+        pytest.skip(str(e))
+    try:
+        m = load_remote(str(tiny_model), "auto", url, "", None)
+        ids = [m.fim.prefix, *m.codec.encode("def add(a, b):\n    "), m.fim.suffix, *m.codec.encode("\n"), m.fim.middle]
+        g = m.lm.generate(ids, max_new_tokens=16, stop_ids=m.stop_ids)
+        assert m.codec.decode(g.ids) == "return a + b" and g.logprobs == [] and not m.lm.want_logprobs
+    finally:
+        server.__exit__(None, None, None)

@@ -266,3 +266,14 @@ def test_load_remote_with_the_endpoint_down_still_loads_and_says_so(tiny_model):
 
     m = load_remote(str(tiny_model), "auto", f"http://127.0.0.1:{free_port()}", "m", KEY)
     assert "unreachable" in m.note and KEY not in m.note and not m.lm.healthy
+
+
+def test_a_server_that_refuses_logprobs_is_asked_without_them_and_confidence_is_unknown(caplog):
+    script = Script({"pieces": ["ok"], "refuse_logprobs": True, "logprobs": False})
+    with FakeServer(script) as srv, caplog.at_level(logging.WARNING):
+        lm = backend(srv.url)
+        g = gen(lm)
+        gen(lm)
+    assert g.ids == [ord("o"), ord("k")] and g.logprobs == [] and not lm.want_logprobs
+    assert [("logprobs" in r) for r in script.requests] == [True, False, False]  # refused once, remembered
+    assert sum("log-probabilities" in m for m in caplog.messages) == 1

@@ -134,6 +134,8 @@ class OpenAIBackend:
                                     verify=verify, trust_env=False, follow_redirects=False, transport=transport)
         self._httpx = httpx
         self.ids_prompt = True  # until the server refuses a prompt of token ids
+        self.want_logprobs = True  # until the server refuses to give them (llama-cpp-python without --logits_all)
+        self._probed = False
         self.healthy = True
         self.last_error: str | None = None
         self._last_health = 0.0
@@ -200,6 +202,21 @@ class OpenAIBackend:
         self.healthy, self.last_error = True, None
         return True
 
+    def probe_logprobs(self) -> bool:
+        """Ask for one token with logprobs, not streamed: False (and stop asking for them) when
+        the server refuses them. A streamed refusal can only cut the stream (llama-cpp-python
+        raises inside its generator after the 200), which says nothing about why."""
+        try:
+            r = self._client.post("/v1/completions", timeout=30.0, json={
+                "model": self.model, "prompt": "x", "max_tokens": 1, "logprobs": 1, "temperature": 0.0})
+        except self._httpx.HTTPError:
+            return self.want_logprobs
+        if r.status_code != 200 and _refuses_logprobs(r.text):
+            log.warning("%s gives no per-token log-probabilities; the hover's confidence will be unknown for "
+                        "what it writes", self.shown)
+            self.want_logprobs = False
+        return self.want_logprobs
+
     def tokenizer_check(self) -> str | None:
         """None when the server tokenizes the probe text as the local tokenizer does, else a
         message (a different tokenizer, or no way to check)."""
@@ -258,7 +275,8 @@ class OpenAIBackend:
 
     def _payload(self, prompt: list[int], max_new_tokens: int, stop_ids: set[int], sampling: Sampling | None) -> dict:
         body: dict = {
-            "model": self.model, "max_tokens": int(max_new_tokens), "stream": True, "logprobs": 1, "echo": False,
+            "model": self.model, "max_tokens": int(max_new_tokens), "stream": True, "echo": False,
+            "logprobs": 1 if self.want_logprobs else None,
             "temperature": 0.0 if sampling is None else float(sampling.temperature),
             "top_p": 1.0 if sampling is None else float(sampling.top_p),
             "n": 1,
@@ -308,6 +326,11 @@ class OpenAIBackend:
                 if kind == "status":
                     status, err, headers = item[1], item[2], item[3]
                     # 400/422; llama-cpp-python's server answers its validation errors with 500.
+                    if status in (400, 422, 500) and self.want_logprobs and _refuses_logprobs(err):
+                        log.warning("%s gives no per-token log-probabilities; the hover's confidence will be "
+                                    "unknown for what it writes", self.shown)
+                        self.want_logprobs = False
+                        raise _Resend()
                     if status in (400, 422, 500) and self.ids_prompt and _refuses_ids(err):
                         log.info("%s takes no token-id prompts; sending text with special tokens", self.shown)
                         self.ids_prompt = False
@@ -318,6 +341,9 @@ class OpenAIBackend:
                 if kind == "exc":
                     raise self._transport_error(item[1], t_first is not None)
                 if kind == "eof":  # the stream ended without [DONE] or a finish reason: cut midway
+                    if t_first is None and self.want_logprobs and not self._probed and not self.probe_logprobs():
+                        raise _Resend()  # it was the logprobs (asked once per backend)
+                    self._probed = True
                     raise self._error("closed the stream before the completion ended")
                 if kind == "open":
                     continue
@@ -487,6 +513,13 @@ def _refuses_ids(body: str) -> bool:
                                                   "should be a string", "not a valid"))
 
 
+def _refuses_logprobs(body: str) -> bool:
+    """An error about logprobs themselves (llama-cpp-python: "logprobs is not supported for
+    models created with logits_all=False"; a server capping them: "max logprobs")."""
+    b = body.lower()
+    return "logprobs" in b and any(w in b for w in ("not supported", "logits_all", "max_logprobs", "exceed"))
+
+
 def _token_id(tok) -> int | None:
     if isinstance(tok, str) and tok.startswith("token_id:"):
         try:
@@ -569,6 +602,8 @@ def load_remote(path: str | None, size: str, endpoint: str, api_model: str, api_
                              f"{api_model!r} (servers with one model usually accept any name).")
             if (problem := lm.tokenizer_check()) is not None:
                 notes.append(problem)
+            lm.probe_logprobs()
+            lm._probed = True
         else:
             notes.append(f"{lm.last_error}; completions resume as soon as it answers.")
     try:
