@@ -123,6 +123,8 @@ async def test_learn_over_lsp_promotes_on_gain_and_the_server_serves_it(bundle, 
 def test_no_gain_is_not_promoted(bundle, tmp_path):
     ws = make_workspace(tmp_path / "ws")
     before = (bundle / "tandem-bundle.json").read_text()
+    stale = bundle / "versions" / ".run-v20000101-000000"  # left by a run killed outright
+    (stale / "merged").mkdir(parents=True)
     rc, events = run_learn(ws, bundle, "--max-steps", "2", "--lr", "1e-7", "--curve-sites", "0")
     done = events[-1]
     assert rc == 0 and done["event"] == "done", events[-3:]
@@ -133,7 +135,7 @@ def test_no_gain_is_not_promoted(bundle, tmp_path):
     assert "kept the current model" in (d / "report.md").read_text()
     with pytest.raises(versions.VersionError, match="not promoted"):
         versions.switch(bundle, done["version"])
-    assert no_run_left(bundle)
+    assert no_run_left(bundle)  # the stale run directory is gone too
 
 
 async def test_learn_is_cancelled_through_its_progress_and_leaves_nothing(bundle, tmp_path):
@@ -190,3 +192,39 @@ def test_bad_input_gets_a_clear_message(bundle, tmp_path):
         rc, ev = run_learn(make_workspace(tmp_path / "ws"), bundle)
     assert rc == 2 and "already running" in ev[-1]["message"]
     assert no_run_left(bundle)
+
+
+async def test_feedback_is_opt_in_local_and_the_hover_names_the_tuned_version(bundle, tmp_path):
+    """A version made by hand (the tiny model's own variant, tagged as tuned) is served; with
+    `feedback` on, a shown and accepted completion is logged, and the hover names the version."""
+    from tandem.learn import feedback
+
+    d = bundle / "versions" / "v1"
+    d.mkdir(parents=True)
+    shutil.copytree(bundle / "cpu-int8", d / "cpu-int8")
+    manifest = json.loads((d / "cpu-int8" / "tandem-model.json").read_text())
+    manifest["tuned"] = {"workspace": str(tmp_path / "proj"), "date": "2026-11-30 01:00 UTC", "gain_points": 7.5}
+    (d / "cpu-int8" / "tandem-model.json").write_text(json.dumps(manifest))
+    (d / "version.json").write_text(json.dumps({"workspace": str(tmp_path / "proj"), "date": "2026-11-30 01:00 UTC",
+                                                "gain_points": 7.5, "variants": {"cpu": "cpu-int8"}}))
+    versions.switch(bundle, "v1")
+    uri = (tmp_path / "a.py").as_uri()
+    text = "def add(a, b):\n    \n"
+    async with tandem({"modelPath": str(bundle), "feedback": True}, root=tmp_path) as s:
+        await s.wait_for_state("ready", timeout=120)
+        assert "tuned on proj at 2026-11-30 01:00 UTC, +7.5 points" in status_field(s.statuses[-1], "model")
+        s.open(uri, text)
+        item = (await s.complete(uri, 1, 4)).items[0]
+        r = item.range
+        s.change(uri, (r.start.line, r.start.character), (r.end.line, r.end.character), item.insert_text)
+        await s.client.workspace_execute_command_async(types.ExecuteCommandParams(
+            command=item.command.command, arguments=item.command.arguments))
+        shown = await s.client.workspace_execute_command_async(types.ExecuteCommandParams(command="tandem.showFeedback"))
+        assert shown["enabled"] and shown["counts"] == {"shown": 1, "accepted": 1}
+        assert shown["path"].startswith(os.environ["TANDEM_HOME"])
+        h = await asyncio.wait_for(s.client.text_document_hover_async(types.HoverParams(
+            text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(1, 6))), 60)
+        assert h is not None and "tuned on proj at 2026-11-30 01:00 UTC, +7.5 points" in h.contents.value
+        deleted = await s.client.workspace_execute_command_async(
+            types.ExecuteCommandParams(command="tandem.deleteFeedback"))
+        assert deleted == {"ok": True, "deleted": True} and feedback.events() == []
