@@ -492,7 +492,7 @@ def _plot(path: Path, history: dict, before, after) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="tandem learn", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="tandem learn", description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("workspace", nargs="?", default=".", type=Path)
     ap.add_argument("--model-path", default="", help="the model bundle (default: the default model)")
     ap.add_argument("--budget-minutes", type=float, default=10.0, help="the whole run's time budget")

@@ -186,3 +186,25 @@ def test_feedback_log_records_retention_and_is_bounded(tmp_path, monkeypatch):
         feedback.append({"event": "shown", "id": f"x{i}"})
     assert feedback.log_path().stat().st_size <= 2000
     assert feedback.delete() and feedback.events() == [] and not feedback.delete()
+
+
+def test_training_examples_use_the_servers_fim_prompt(tiny_model):
+    """finetune.py (and so `tandem learn`) lays out FIM examples with build_fim_prompt itself:
+    the prompt part of an example is exactly what the server would send for that cursor."""
+    pytest.importorskip("transformers")
+    import random
+
+    from transformers import AutoTokenizer
+
+    from tandem.completion.prompt import build_fim_prompt
+    from tandem_models.finetune import SERVING_PREFIX_SHARE, FimSampler, FinetuneConfig
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_model / "hf"))
+    cfg = FinetuneConfig(seq_len=64)
+    s = FimSampler(["def add(a, b):\n    return a + b\n" * 20], tok, cfg, random.Random(0))
+    prefix, middle, suffix = "def add(a, b):\n" * 30 + "    ", "return a + b", "\n\ndef sub(a, b):\n" * 10
+    ids = s.fim_example(prefix, middle, suffix)
+    mid = s.encode(middle)
+    prompt = build_fim_prompt(s, s.fim_ids, prefix, suffix, cfg.seq_len - len(mid) - 4, SERVING_PREFIX_SHARE)
+    assert ids == [*prompt.ids, *mid, s.eot_id]
+    assert len(ids) <= cfg.seq_len and prompt.prefix_start > 0  # trimmed as the server trims
