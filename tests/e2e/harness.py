@@ -68,6 +68,11 @@ class Session:
     async def wait_for_state(self, state: str, timeout: float = TIMEOUT):
         await self.wait_for(lambda: self.state == state, timeout, f"status {state!r}")
 
+    def check_backend(self, backend: dict) -> None:
+        """The model is served where the `backend` fixture asked (a remote endpoint: device "remote")."""
+        device = status_field(self.statuses[-1], "device") if self.statuses else None
+        assert device == ("remote" if backend.get("backend") == "openai" else device) and device, self.statuses[-1:]
+
     def open(self, uri: str, text: str, language: str = "python") -> None:
         self.version += 1
         self.client.text_document_did_open(types.DidOpenTextDocumentParams(

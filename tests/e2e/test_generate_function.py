@@ -106,6 +106,7 @@ async def test_resolve_writes_a_verified_body(tiny_model, backend):
     text = SQUARE + "    ...\n"
     async with tandem(settings={**fim_settings(tiny_model), **backend}) as s:
         await s.wait_for_state("ready")
+        s.check_backend(backend)
         s.open(URI, text)
         (action,) = await actions_at(s, URI, 0, 5)
         t0 = time.perf_counter()
@@ -126,6 +127,7 @@ async def test_edit_keeps_tabs_crlf_and_the_rest_of_the_file(tiny_model, backend
     text = head + "\tpass  # TODO\r\n"
     async with tandem(settings={**fim_settings(tiny_model), **backend}) as s:
         await s.wait_for_state("ready")
+        s.check_backend(backend)
         s.open(URI, text)
         (action,) = await actions_at(s, URI, 1, 6)
         resolved = await resolve(s, action)
@@ -205,6 +207,7 @@ async def test_applied_body_is_remembered_and_its_hover_shows_the_verification(t
     text = SQUARE + "    ...\n"
     async with tandem(settings={**fim_settings(tiny_model), **backend}) as s:
         await s.wait_for_state("ready")
+        s.check_backend(backend)
         s.open(URI, text)
         (action,) = await actions_at(s, URI, 0, 5)
         resolved = await resolve(s, action)

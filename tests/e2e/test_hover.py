@@ -235,6 +235,7 @@ async def test_explain_command_explains_any_selection(tiny_model, tiny, workspac
     text = "def greet(name):\n    return f\"Hello, {name}!\"\n"
     async with tandem(settings={"modelPath": str(tiny_model), **backend}, env=env, root=workspace) as s:
         await s.wait_for_state("ready")
+        s.check_backend(backend)
         s.open(uri, text)
         rng = {"start": {"line": 0, "character": 0}, "end": {"line": 2, "character": 0}}
         md = await execute(s, "tandem.explain", [{"uri": uri, "range": rng}])

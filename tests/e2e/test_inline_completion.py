@@ -32,6 +32,7 @@ def cursor(src: str) -> tuple[str, int, int]:
 async def session(tiny_model, backend):
     async with tandem(settings={"modelPath": str(tiny_model), **backend}) as s:
         await s.wait_for_state("ready")
+        s.check_backend(backend)
         yield s
 
 
