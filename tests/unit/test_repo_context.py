@@ -467,3 +467,24 @@ def test_imported_names_used_nearest_the_cursor_come_first(tmp_path: Path):
     # The cursor's own line does not count, so typing on it keeps the context (and its key).
     typed = text[:len(text) - 1] + "f0(" + text[len(text) - 1:]
     assert s.gather(uri, typed, len(text) + 2, ("imports",)).key == near_end.key
+
+
+def test_unreadable_module_gives_nothing(tmp_path: Path, monkeypatch):
+    """Running as root, chmod cannot make a file unreadable: the read itself is made to fail."""
+    import builtins
+
+    from tandem.context import index as index_module
+
+    p = write(tmp_path, "secret.py", "def hidden(x):\n    pass\n")
+    real_open = builtins.open
+
+    def refusing(path, *a, **kw):
+        if str(path) == str(p):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *a, **kw)
+
+    monkeypatch.setattr(index_module, "open", refusing, raising=False)
+    assert read_source(str(p)) is None
+    s = service(tmp_path)
+    text = "from secret import hidden\n"
+    assert s.gather(path_to_uri(str(tmp_path / "main.py")), text, len(text), ("imports",)).pieces == ()
