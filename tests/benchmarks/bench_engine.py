@@ -14,8 +14,8 @@ the others, so a busy machine slows them alike):
   bundle has an `onnx-fp32`/`cpu-int8` optimum variant (`--optimum DIR`).
 - torch: transformers `generate` on the Hugging Face checkpoint (fp16 on CUDA, fp32 on CPU).
 
-llama.cpp is not compared here: llama-cpp-python has no binary wheel on PyPI, and building it
-from source is beyond these machines' setup budget (README gives earlier figures for it).
+- llama.cpp (CPU): llama-cpp-python on the GGUF the model was built from (its own Q4_K_M
+  weights), in its own venv (`make llama-server`), through tests/benchmarks/llama_worker.py.
 
 Prints time to first token, decode ms/token, prompt+N total, and each peer's ratio to Tandem.
 """
@@ -160,12 +160,32 @@ class Torch:
         return {"ttft": ttft, "total": total, "decode_per_token": (total - ttft) / (new - 1), "one_more": None}
 
 
+class LlamaCpp:
+    """llama.cpp through llama-cpp-python, in its own venv (.venv-llama), on a GGUF of the same
+    model (the default model's own Q4_K_M): a worker process answering one request a line."""
+    name = "llama.cpp"
+
+    def __init__(self, gguf: Path, python: Path):
+        import subprocess
+        self.proc = subprocess.Popen([str(python), str(Path(__file__).with_name("llama_worker.py")), "--gguf", str(gguf)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        if not json.loads(self.proc.stdout.readline() or "{}").get("ready"):
+            raise RuntimeError("llama.cpp worker did not start")
+
+    def run(self, prompt: list[int], new: int) -> dict:
+        self.proc.stdin.write(json.dumps({"ids": prompt, "new": new}) + "\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, help="bundle or variant dir (default: the built default model)")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--hf", type=Path, help="Hugging Face checkpoint for torch (default: the bundle's hf/)")
     ap.add_argument("--optimum", type=Path, help="an optimum-onnx variant dir to compare (the older backend)")
+    ap.add_argument("--gguf", type=Path, help="GGUF for llama.cpp (default: the bundle's own, when `make "
+                                              "llama-server` has built .venv-llama)")
     ap.add_argument("--prompt-tokens", type=int, default=1024)
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=5)
@@ -192,6 +212,13 @@ def main(argv=None) -> dict:
         engines.append(e)
     if "torch" not in skip and (hf / "config.json").exists():
         engines.append(Torch(hf, a.device))
+
+    llama_python = ROOT / ".venv-llama" / "bin" / "python"
+    gguf = a.gguf or next(iter(sorted(variant.parent.glob("*.gguf"))), None)
+    if "llama.cpp" not in skip and a.device == "cpu" and gguf and llama_python.exists():
+        engines.append(LlamaCpp(gguf, llama_python))
+    elif a.device == "cpu" and "llama.cpp" not in skip:
+        print("llama.cpp: left out (needs `make llama-server` and a GGUF of the model)")
 
     for e in engines:  # warm-up: kernels, CUDA graph capture, allocator
         e.run(prompt, a.new_tokens)
