@@ -127,10 +127,14 @@ def register(server) -> None:
                     pct = min(99, int(100 * (time.monotonic() - started) / max(1.0, total_s)))
                     ls.work_done_progress.report(token, types.WorkDoneProgressReport(message=msg, percentage=pct))
 
+        tail: list[str] = []
+
         async def read_log():
             assert proc.stderr is not None
             async for raw in proc.stderr:
-                log.debug("learn: %s", raw.decode(errors="replace").rstrip())
+                line = raw.decode(errors="replace").rstrip()
+                log.debug("learn: %s", line)
+                tail[:] = [*tail[-4:], line]
 
         readers = asyncio.gather(read_events(), read_log())
         waiter = asyncio.ensure_future(cancelled.wait())
@@ -158,7 +162,11 @@ def register(server) -> None:
         if kind == "cancelled" or cancelled.is_set():
             ls.tell("learning cancelled; nothing of the run was kept.")
             return {"ok": False, "cancelled": True, "message": "cancelled"}
-        msg = outcome.get("message") or f"the learning run failed (exit status {proc.returncode}); see the log."
+        msg = outcome.get("message")
+        if not msg and any("No module named" in line for line in tail):
+            msg = ("learning needs the model tools (torch, transformers, peft) in the server's environment: "
+                   "`pip install -e .[models]` in the Tandem checkout.")
+        msg = msg or f"the learning run failed (exit status {proc.returncode}): {tail[-1] if tail else 'see the log'}"
         ls.tell(msg, types.MessageType.Error)
         return {"ok": False, "error": msg}
 
