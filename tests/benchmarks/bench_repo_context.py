@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT / "server"))
 from tandem.completion.engine import CompletionEngine  # noqa: E402
 from tandem.context import outline as O  # noqa: E402
 from tandem.context.service import ContextService, path_to_uri  # noqa: E402
+from tandem.learn.evaluate import edit_similarity  # noqa: E402
 from tandem.settings import Settings  # noqa: E402
 
 PACKAGES = [
@@ -140,18 +141,6 @@ def pick(all_sites: list[dict], n: int) -> list[dict]:
         pool += rng.sample(ss, min(PER_FILE, len(ss)))
     rng.shuffle(pool)
     return sorted(pool[:n], key=lambda s: (s["file"], s["line"]))
-
-
-def edit_similarity(a: str, b: str) -> float:
-    if not a and not b:
-        return 1.0
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return 1 - prev[-1] / max(len(a), len(b))
 
 
 def run_site(engine, svc, settings, site, text_at, use_context: bool) -> dict:

@@ -53,6 +53,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from tandem.learn.evaluate import edit_similarity as similarity  # noqa: E402  (1 - Levenshtein / longer)
+
 SOURCE = {
     "name": "apache-superset-core", "version": "0.1.0", "license": "Apache-2.0",
     "file": "apache_superset_core-0.1.0.tar.gz",
@@ -192,20 +194,6 @@ def build_cases(files: list[tuple[str, str]], n: int, seed: int = 14) -> list[Ca
 
 
 # -- scoring ----------------------------------------------------------------------------------
-
-def levenshtein(a: str, b: str) -> int:
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
-
-
-def similarity(a: str, b: str) -> float:
-    return 1.0 if a == b else 1 - levenshtein(a, b) / max(len(a), len(b))
-
 
 def completed_line(case: Case, inserted: str, replace: int = 0) -> str:
     doc = case.prefix + inserted + case.suffix[replace:]
