@@ -313,35 +313,10 @@ class MemoLM:
         self.calls += 1
         if constraint is not None:
             constraint = type(constraint)(constraint.table, constraint.required)  # fresh state
-        if constraint is None or getattr(self.lm, "supports_constraint", False):
-            extra = {"constraint": constraint} if constraint is not None else {}
-            g = self.lm.generate(prompt, max_new_tokens=max_new_tokens, stop_ids=stop_ids,
-                                 stop_check=stop_check, **extra)
-            return g.ids, ("stop" if g.stop_reason == "stop_token" else "open")
-        return self._masked_decode(prompt, max_new_tokens, stop_ids, stop_check, constraint)
-
-    def _masked_decode(self, prompt, max_new_tokens, stop_ids, stop_check, constraint):
-        """For a runtime without `constraint=`: greedy over its raw session, logits masked."""
-        import numpy as np
-
-        logits, past = self.lm._forward(prompt, self.lm._empty_past(), 0)
-        pos, ids = len(prompt), []
-        while len(ids) < max_new_tokens:
-            last = logits[-1].astype(np.float64)
-            allowed = constraint.allowed(ids)
-            if allowed is not None:
-                masked = np.full_like(last, -np.inf)
-                masked[allowed] = last[allowed]
-                last = masked
-            tok = int(last.argmax())
-            if tok in stop_ids:
-                return ids, "stop"
-            ids.append(tok)
-            if stop_check is not None and stop_check(ids):
-                break
-            logits, past = self.lm._forward([tok], past, pos)
-            pos += 1
-        return ids, "open"
+        extra = {"constraint": constraint} if constraint is not None else {}
+        g = self.lm.generate(prompt, max_new_tokens=max_new_tokens, stop_ids=stop_ids,
+                             stop_check=stop_check, **extra)
+        return g.ids, ("stop" if g.stop_reason == "stop_token" else "open")
 
 
 def run_rules(model_path: Path, cases: list[Case]) -> dict[str, list[dict]]:
