@@ -78,6 +78,17 @@ def default_model_for(size: str, device: str) -> str | None:
     return str(tandem_home() / "models" / DEFAULT_MODELS[size]) if size in DEFAULT_MODELS else None
 
 
+def special_ids(files: ModelFiles) -> tuple[FimIds, set[int]]:
+    """The FIM and stop token ids a model's manifest records (the local and remote loaders)."""
+    try:
+        tok = files.manifest["tokenizer"]
+        fim = FimIds(**{k: int(tok["fim_ids"][k]) for k in ("prefix", "suffix", "middle")})
+        return fim, {int(i) for i in tok["stop_ids"]}
+    except (KeyError, TypeError, ValueError):
+        raise ModelError(f"The manifest in {files.directory} lacks the tokenizer's FIM ids; rebuild the "
+                         "model with `make model`.") from None
+
+
 def load_model(path: str | None, device: str, size: str = "auto") -> LoadedModel:
     """Load the model for `device` ('auto', 'cuda' or 'cpu'); ModelError says what went wrong.
     Without a `path`, the pinned default model of `size` (see `default_model_for`)."""
@@ -87,14 +98,7 @@ def load_model(path: str | None, device: str, size: str = "auto") -> LoadedModel
     wanted = "cuda" if providers[0] == "CUDAExecutionProvider" else "cpu"
     path = path or default_model_for(size, wanted)
     files = resolve_model(path, wanted)
-    manifest = files.manifest
-    try:
-        tok = manifest["tokenizer"]
-        fim = FimIds(**{k: int(tok["fim_ids"][k]) for k in ("prefix", "suffix", "middle")})
-        stop_ids = {int(i) for i in tok["stop_ids"]}
-    except (KeyError, TypeError, ValueError):
-        raise ModelError(f"The manifest in {files.directory} lacks the tokenizer's FIM ids; rebuild the "
-                         "model with `make model`.") from None
+    fim, stop_ids = special_ids(files)
     try:
         codec = TextCodec(Tokenizer.from_file(str(files.tokenizer)))
     except Exception as e:

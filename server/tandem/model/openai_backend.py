@@ -562,9 +562,8 @@ def load_remote(path: str | None, size: str, endpoint: str, api_model: str, api_
 
     from tokenizers import Tokenizer
 
-    from ..completion.prompt import FimIds
     from .chat import ChatTemplate, ChatTemplateError
-    from .loaded import LoadedModel, TextCodec
+    from .loaded import LoadedModel, TextCodec, special_ids
     from .loader import ModelError
 
     if not (endpoint or "").strip():
@@ -576,12 +575,7 @@ def load_remote(path: str | None, size: str, endpoint: str, api_model: str, api_
         raise ModelError(str(e)) from None
     files = tokenizer_files(path, size)
     m = files.manifest
-    try:
-        tok = m["tokenizer"]
-        fim = FimIds(**{k: int(tok["fim_ids"][k]) for k in ("prefix", "suffix", "middle")})
-        stop_ids = {int(i) for i in tok["stop_ids"]}
-    except (KeyError, TypeError, ValueError):
-        raise ModelError(f"The manifest in {files.directory} lacks the tokenizer's FIM ids.") from None
+    fim, stop_ids = special_ids(files)
     try:
         raw = Tokenizer.from_file(str(files.directory / "tokenizer.json"))
     except Exception as e:
