@@ -13,6 +13,7 @@ from lsprotocol import types
 from tandem.model.loader import BUNDLE_NAME
 
 from .harness import TIMEOUT, status_field, tandem
+from tests.corrupt import flip_byte, put_byte
 
 SOURCE = "def add(a, b):\n    "
 
@@ -22,22 +23,6 @@ def served_weights(model: Path) -> Path:
     bundle = json.loads((model / BUNDLE_NAME).read_text())
     variant = model / bundle["variants"]["cpu"]
     return max(variant.glob("model.onnx*"), key=lambda p: p.stat().st_size)
-
-
-def flip_byte(path: Path) -> tuple[int, int]:
-    offset = path.stat().st_size // 2
-    with open(path, "r+b") as f:
-        f.seek(offset)
-        old = f.read(1)[0]
-        f.seek(offset)
-        f.write(bytes([old ^ 0xFF]))
-    return offset, old
-
-
-def put_byte(path: Path, offset: int, value: int) -> None:
-    with open(path, "r+b") as f:  # in place: same file, same size
-        f.seek(offset)
-        f.write(bytes([value]))
 
 
 async def serves_again(s, uri: str, timeout: float = TIMEOUT) -> list:

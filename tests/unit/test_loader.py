@@ -12,6 +12,7 @@ import pytest
 from tandem.model import loader
 from tandem.model.loader import MANIFEST_NAME, ModelError, disk_fingerprint, resolve_model
 from tandem_models.export import write_bundle, write_variant_manifest
+from tests.corrupt import flip_byte, put_byte
 
 FIM = ["<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>", "<|endoftext|>"]
 
@@ -34,23 +35,6 @@ def build_variant(root: Path, name: str = "onnx-fp32") -> Path:
     write_variant_manifest(variant, name, hf, source={"name": "test"})
     write_bundle(root, "test", {"cpu": name})
     return variant
-
-
-def flip_byte(path: Path, offset: int | None = None) -> tuple[int, int]:
-    """Flip one byte in place (same size); returns (offset, original byte) to restore it."""
-    offset = path.stat().st_size // 2 if offset is None else offset
-    with open(path, "r+b") as f:
-        f.seek(offset)
-        old = f.read(1)[0]
-        f.seek(offset)
-        f.write(bytes([old ^ 0xFF]))
-    return offset, old
-
-
-def put_byte(path: Path, offset: int, value: int) -> None:
-    with open(path, "r+b") as f:
-        f.seek(offset)
-        f.write(bytes([value]))
 
 
 @pytest.fixture
