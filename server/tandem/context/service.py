@@ -214,6 +214,20 @@ class ContextService:
         key = self._imports_key(d.path, d.text, self._others_stamp(uri))
         self._submit(key, self._imports, d.path, d.text)
 
+    def settle(self, timeout: float) -> bool:
+        """Wait (at most `timeout` s) for the providers running in the background, e.g. a
+        didOpen prefetch; True when none is left running. For tests and benchmarks."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                running = list(self._running.values())
+            if not running:
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            wait(running, timeout=left)
+
     # -- gathering --------------------------------------------------------------------------
     def gather(self, uri: str, text: str, offset: int, sources=SOURCES, budget_s: float | None = None) -> Context:
         """The context for a request at `offset` in `text` (the document `uri`)."""
