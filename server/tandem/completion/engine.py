@@ -14,7 +14,7 @@ from ..model.loaded import LoadedModel
 from ..settings import Settings
 from . import healing, postprocess
 from .context import SCAN_CHARS, CursorContext, analyze, should_skip
-from .prompt import CHARS_PER_TOKEN_MAX, build_fim_prompt
+from .prompt import CHARS_PER_TOKEN_MAX, FimIds, FimPrompt, build_fim_prompt
 
 log = logging.getLogger(__name__)
 
@@ -53,19 +53,6 @@ class CompletionEngine:
         `supports_constraint`); the evaluation may switch it off (TANDEM_EVAL_RULES_OFF=heal)."""
         return bool(getattr(self.model.lm, "supports_constraint", False)) and postprocess.rule_on("heal")
 
-    def _heal(self, prompt) -> tuple[list[int], healing.Healing, healing.PrefixConstraint | None]:
-        """Back the prompt's prefix off to the last token boundary the text would keep, and
-        constrain the first generated tokens to write the dropped text again."""
-        if not self._heals() or not prompt.prefix_tokens:
-            return prompt.ids, healing.NO_HEALING, None
-        table = healing.vocab_table(self.model.codec)
-        h = prompt.head_tokens  # ids: [*context, fim prefix, *prefix, fim suffix, *suffix, fim middle]
-        end = h + 1 + prompt.prefix_tokens
-        heal = healing.backoff(table, prompt.ids[h + 1:end])
-        if not heal.drop:
-            return prompt.ids, heal, None
-        return prompt.ids[:end - heal.drop] + prompt.ids[end:], heal, healing.PrefixConstraint.for_healing(table, heal)
-
     def complete(self, text: str, offset: int, settings: Settings,
                  cancel: threading.Event | None = None, context=None) -> Completion | None:
         """`context`: a tandem.context.ContextBlock (other files, this file's path) whose ids
@@ -88,15 +75,11 @@ class CompletionEngine:
         hit = self._cached(key, t0)
         if hit is not None:
             return hit if hit.text else None
-        # On a line holding only indentation, end the prompt at the line break and let the
-        # model write the indentation itself: models indent better than they continue a run of
-        # spaces. We then remove the part of it the cursor already stands on.
-        indent = ctx.line_prefix if not ctx.line_prefix.strip() else ""
-        prompt = build_fim_prompt(self.model.codec, self.model.fim, _encodable(prefix[:len(prefix) - len(indent)]),
-                                  _encodable(suffix), max(64, budget - len(head)), settings.prefixShare, head)
+        sp = serving_prompt(self.model.codec, self.model.fim, prefix, suffix, budget, settings.prefixShare, head,
+                            heal=self._heals())
+        prompt, ids, heal, constraint, indent = sp.prompt, sp.ids, sp.heal, sp.constraint, sp.indent
         limit = settings.maxTokensMultiLine if ctx.multiline else settings.maxTokensSingleLine
         codec = self.model.codec
-        ids, heal, constraint = self._heal(prompt)
 
         def text_of(ids: list[int]) -> str:
             return _drop_indent(_unheal(codec.decode(ids), heal.text), indent)
@@ -155,6 +138,51 @@ class CompletionEngine:
             window = ((pre + typed)[-key[4] * CHARS_PER_TOKEN_MAX:], suf)
             self._store((window, *rest), Completion(follow, 0, result.multiline, 0.0, result.prompt_tokens,
                                                     result.reused_tokens, 0, False))
+
+
+@dataclass(frozen=True)
+class ServingPrompt:
+    prompt: FimPrompt
+    ids: list[int]  # what the model is given (healed)
+    indent: str  # the cursor line's indentation, left out of the prompt: the model writes it
+    heal: healing.Healing  # prompt tokens dropped before the cursor: the model writes heal.text first
+    constraint: healing.PrefixConstraint | None
+
+    @property
+    def written_first(self) -> str:
+        """What the model must write before the text after the cursor: the healed text and the
+        indentation the prompt left out."""
+        return self.heal.text + self.indent
+
+
+def serving_prompt(codec, fim: FimIds, prefix: str, suffix: str, budget: int, prefix_share: float,
+                   head=(), heal: bool = True) -> ServingPrompt:
+    """The prompt the engine sends for a cursor between `prefix` and `suffix`, `budget` tokens
+    (`contextTokens`) with the context `head` first. Public so that `tandem learn` builds its
+    training examples with it: one layout for training and serving."""
+    # On a line holding only indentation, end the prompt at the line break and let the
+    # model write the indentation itself: models indent better than they continue a run of
+    # spaces. The engine then removes the part of it the cursor already stands on.
+    line_prefix = prefix[prefix.rfind("\n") + 1:]
+    indent = line_prefix if not line_prefix.strip() else ""
+    prompt = build_fim_prompt(codec, fim, _encodable(prefix[:len(prefix) - len(indent)]), _encodable(suffix),
+                              max(64, budget - len(head)), prefix_share, head)
+    ids, healed, constraint = _heal(codec, prompt) if heal else (prompt.ids, healing.NO_HEALING, None)
+    return ServingPrompt(prompt, ids, indent, healed, constraint)
+
+
+def _heal(codec, prompt) -> tuple[list[int], healing.Healing, healing.PrefixConstraint | None]:
+    """Back the prompt's prefix off to the last token boundary the text would keep, and
+    constrain the first generated tokens to write the dropped text again."""
+    if not prompt.prefix_tokens:
+        return prompt.ids, healing.NO_HEALING, None
+    table = healing.vocab_table(codec)
+    h = prompt.head_tokens  # ids: [*context, fim prefix, *prefix, fim suffix, *suffix, fim middle]
+    end = h + 1 + prompt.prefix_tokens
+    heal = healing.backoff(table, prompt.ids[h + 1:end])
+    if not heal.drop:
+        return prompt.ids, heal, None
+    return prompt.ids[:end - heal.drop] + prompt.ids[end:], heal, healing.PrefixConstraint.for_healing(table, heal)
 
 
 def _encodable(text: str) -> str:
