@@ -31,13 +31,17 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from tandem.completion.prompt import FimIds, build_fim_prompt
+from tandem.completion.engine import serving_prompt
+from tandem.completion.postprocess import rule_on
+from tandem.completion.prompt import FimIds
+from tandem.learn.context import ContextSettings, WorkspaceContext
 from tandem.learn import versions as V
-from tandem.learn.evaluate import CONTEXT_TOKENS, PREFIX_SHARE, edit_similarity, evaluate_path
+from tandem.learn.evaluate import CONTEXT_TOKENS, PREFIX_SHARE, evaluate_path
+from tandem.settings import Settings
 from tandem.learn.workspace import WorkspaceError, collect, cut_sites, split
 
 from .common import MANIFEST_NAME, PipelineError, read_json, write_json
-from .finetune import FimSampler, FinetuneConfig, _bucket
+from .finetune import SERVING_PREFIX_SHARE, FimSampler, FinetuneConfig, _bucket
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
@@ -60,10 +64,13 @@ class LearnConfig:
     heldout_share: float = 0.2
     eval_sites: int = 60
     eval_share: float = 0.12  # of the budget, at most, for each evaluation (at least 10 sites)
-    context_tokens: int = CONTEXT_TOKENS
+    context_tokens: int = CONTEXT_TOKENS  # the evaluation's prompt budget: the server's contextTokens
+    context_share: float = ContextSettings.share  # other files' context in every prompt (0: none), as
+    context_sources: tuple = ContextSettings.sources  # the server's contextShare / contextSources
     curve_sites: int = 4  # held-out exact match during the run (PyTorch greedy, a subset, short context)
     curve_context_tokens: int = 384
     curve_points: int = 2
+    checkpoint_s: float = 60.0  # training time between checkpoints (a killed run resumes from the last one)
     min_gain: float = 2.0  # points of held-out exact match needed to promote
     min_net_lines: int = 2  # and held-out lines newly right minus lines newly wrong
     seed: int = 0
@@ -99,19 +106,80 @@ class Reporter:
 # -- training -------------------------------------------------------------------------------
 
 class WorkspaceSampler(FimSampler):
-    """FIM examples from the workspace (finetune.py's windows and splits, the server's prompt
-    builder) and, opt-in, from retained accepted completions."""
+    """FIM examples from the workspace: finetune.py's windows and splits, laid out by the
+    completion engine's own prompt code (tandem.completion.engine.serving_prompt: the line's
+    indentation left for the model to write, token healing, the budget split), with the context
+    block the server would put before each (the same providers over the same workspace,
+    tandem.learn.context), then what the model must write and the end token. Opt-in, examples
+    from retained accepted completions (no document: no context, as the log keeps none)."""
 
-    def __init__(self, texts, tok, cfg: FinetuneConfig, rng, extra: list[tuple[str, str, str]] | None = None,
-                 extra_rate: float = 0.0):
-        super().__init__(texts, tok, cfg, rng)
+    def __init__(self, files, tok, cfg: FinetuneConfig, rng, extra: list[tuple[str, str, str]] | None = None,
+                 extra_rate: float = 0.0, context=None):
+        files = [f for f in files if f.text.strip()]
+        # The `tokenizers` tokenizer underneath: token healing's vocabulary table and the
+        # context's special ids read it, as they read the server's TextCodec.
+        self._tok = getattr(tok, "backend_tokenizer", tok)
+        super().__init__([f.text for f in files], tok, cfg, rng)
+        self.rels = [f.rel for f in files]  # parallel to self.docs
         self.extra, self.extra_rate = extra or [], extra_rate if extra else 0.0
+        self.context = context  # tandem.learn.context.WorkspaceContext, or None: no context block
+        self.last_window = (0, 0)  # (index in docs, character offset) of the last window()
+        self.stats = {"examples": 0, "tokens": 0, "context_examples": 0, "context_tokens": 0}
+
+    def encode(self, text: str) -> list[int]:
+        return self._tok.encode(text, add_special_tokens=False).ids if text else []
+
+    def window(self) -> str:
+        """finetune.py's window, remembering which file it came from and where."""
+        index = self.rng.choices(range(len(self.docs)), weights=self.weights)[0]
+        docs, weights = self.docs, self.weights
+        self.docs, self.weights = [docs[index]], [1]
+        try:
+            text = super().window()
+        finally:
+            self.docs, self.weights = docs, weights
+        start = max(0, docs[index].find(text.rstrip()))
+        self.last_window = (index, start)
+        return text
 
     def example(self) -> list[int]:
         if self.extra and self.rng.random() < self.extra_rate:
             prefix, middle, suffix = self.rng.choice(self.extra)
-            return self.fim_example(prefix, middle, suffix)
-        return super().example()
+            return self._count(self.fim_example(prefix, middle, suffix))
+        text = self.window()
+        index, start = self.last_window
+        if self.rng.random() >= self.cfg.fim_rate:
+            return self._count((self.encode(text) + [self.eot_id])[:self.cfg.seq_len])
+        prefix, middle, suffix = self.split(text)
+        if self.context is None:
+            return self._count(self.fim_example(prefix, middle, suffix))
+        doc = self.docs[index]
+        cursor = min(len(doc), start + len(prefix))
+        # The document as the user has it at that cursor: the middle not written yet.
+        return self._count(self.fim_example(prefix, middle, suffix,
+                                            (self.rels[index], doc[:cursor] + doc[cursor + len(middle):], cursor)))
+
+    def fim_example(self, prefix: str, middle: str, suffix: str, where=None) -> list[int]:
+        """The prompt the server sends for a cursor between `prefix` and `suffix` (with the
+        context block of the document `where` = (rel, text, offset), if given), then what the
+        model must write there (the healed text, the indentation, the middle) and the end token.
+        The budget the server calls contextTokens is what seq_len leaves for the prompt."""
+        budget = self.cfg.seq_len - len(self.encode(middle)) - 8  # a few for the healed text, indentation
+        head = ()
+        if where is not None:
+            block = self.context.block(self, *where, budget)
+            if block is not None:
+                head = block.ids
+                self.stats["context_examples"] += 1
+                self.stats["context_tokens"] += len(head)
+        sp = serving_prompt(self, self.fim_ids, prefix, suffix, budget, SERVING_PREFIX_SHARE, head,
+                            heal=rule_on("heal"))  # as the engine: healing unless an evaluation turned it off
+        return [*sp.ids, *self.encode(sp.written_first + middle), self.eot_id][:self.cfg.seq_len]
+
+    def _count(self, ids: list[int]) -> list[int]:
+        self.stats["examples"] += 1
+        self.stats["tokens"] += len(ids)
+        return ids
 
 
 def _lora_model(hf_dir: Path, cfg: LearnConfig):
@@ -132,19 +200,119 @@ def _lora_model(hf_dir: Path, cfg: LearnConfig):
 
 
 def _greedy_line(model, tok, fim: FimIds, enc, site, context_tokens: int, max_new: int = 24) -> str:
+    """A quick look during training (PyTorch, no context, no healing, no post-processing): the
+    first line the model writes after the indentation, as the engine's prompt asks for it."""
     import torch
-    prompt = build_fim_prompt(enc, fim, site.prefix, site.suffix, context_tokens, PREFIX_SHARE)
+    sp = serving_prompt(enc, fim, site.prefix, site.suffix, context_tokens, PREFIX_SHARE, heal=False)
     with torch.no_grad():
-        out = model.generate(input_ids=torch.tensor([prompt.ids]),
-                             attention_mask=torch.ones(1, len(prompt.ids), dtype=torch.long),
+        out = model.generate(input_ids=torch.tensor([sp.ids]),
+                             attention_mask=torch.ones(1, len(sp.ids), dtype=torch.long),
                              max_new_tokens=max_new, do_sample=False, pad_token_id=fim.middle)
-    return tok.decode(out[0, len(prompt.ids):].tolist(), skip_special_tokens=True).split("\n", 1)[0]
+    return tok.decode(out[0, len(sp.ids):].tolist(), skip_special_tokens=True).lstrip("\n").split("\n", 1)[0]
 
 
-def train(hf_dir: Path, texts: list[str], curve_sites, out: Path, cfg: LearnConfig, deadline: float,
-          emit, cancel: threading.Event, extra=None) -> dict:
-    """LoRA on `texts` until `deadline` (time.monotonic) or cfg.max_steps; saves the adapter in
-    out/adapter and the merged checkpoint in out/merged. Returns the training history."""
+# -- checkpoints: a killed run resumes ---------------------------------------------------------
+
+CHECKPOINT = "checkpoint.json"  # the pointer, written last (atomically): names the state file and its sha256
+BEFORE = "before.json"  # the first evaluation's result, so a resumed run does not repeat it
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be used (corrupt, truncated, from other settings)."""
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _write_json_atomic(path: Path, data) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        f.write(json.dumps(data, indent=1) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_checkpoint(run: Path, key: str, state: dict, tensors: dict) -> None:
+    """`tensors` (the adapter's weights, the optimizer's state) to checkpoint-<step>.pt, then the
+    pointer naming it with its size and sha256: a kill at any moment leaves either the previous
+    checkpoint or this one whole. Older state files are removed after the pointer moved."""
+    import torch
+    name = f"checkpoint-{state['step']:07d}.pt"
+    tmp = run / f".{name}.{os.getpid()}.tmp"
+    with open(tmp, "wb") as f:
+        torch.save(tensors, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, run / name)
+    _write_json_atomic(run / CHECKPOINT, {**state, "key": key, "file": name, "bytes": (run / name).stat().st_size,
+                                          "sha256": _sha256(run / name), "saved": time.time()})
+    for old in run.glob("checkpoint-*.pt"):
+        if old.name != name:
+            old.unlink(missing_ok=True)
+
+
+def load_checkpoint(run: Path, key: str) -> tuple[dict, dict] | None:
+    """(state, tensors) of the run's checkpoint; None when there is none; CheckpointError when
+    it is unusable (the caller discards the folder and starts over)."""
+    import torch
+    meta_path = run / CHECKPOINT
+    if not meta_path.exists():
+        return None
+    try:
+        state = json.loads(meta_path.read_text())
+        f = run / str(state["file"])
+        if state.get("key") != key:
+            raise CheckpointError("it was made with other settings or data")
+        if not f.is_file() or f.stat().st_size != state["bytes"] or _sha256(f) != state["sha256"]:
+            raise CheckpointError(f"{f.name} does not match its recorded size and sha256")
+        tensors = torch.load(f, map_location="cpu", weights_only=True)
+        if not isinstance(tensors, dict) or "adapter" not in tensors or "optimizer" not in tensors:
+            raise CheckpointError(f"{f.name} lacks the adapter or the optimizer state")
+        return state, tensors
+    except CheckpointError:
+        raise
+    except Exception as e:  # bad JSON, missing keys, a file torch cannot read
+        raise CheckpointError(f"{type(e).__name__}: {e}") from e
+
+
+def run_key(hf_dir: Path, bundle: Path, root: Path, cfg: LearnConfig, data_digest: str) -> str:
+    """What a resumable run depends on: the model (its checkpoint files and the version served),
+    the workspace and its data split, and every setting except the machine's thread count."""
+    import hashlib
+    model = sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in hf_dir.iterdir() if f.is_file())
+    settings = {k: v for k, v in asdict(cfg).items() if k not in ("threads", "promote", "checkpoint_s")}
+    blob = json.dumps({"model": model, "active": V.active(bundle), "workspace": str(root), "data": data_digest,
+                       "settings": settings}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def data_digest(train_files, held, sites) -> str:
+    import hashlib
+    h = hashlib.sha256()
+    for tag, files in (("train", train_files), ("held", held)):
+        for f in files:
+            h.update(f"{tag}\0{f.rel}\0{hashlib.sha256(f.text.encode()).hexdigest()}\0".encode())
+    h.update(f"sites\0{len(sites)}".encode())
+    return h.hexdigest()
+
+
+def train(hf_dir: Path, files, curve_sites, out: Path, cfg: LearnConfig, deadline: float,
+          emit, cancel: threading.Event, extra=None, context: WorkspaceContext | None = None,
+          key: str = "", resume: tuple[dict, dict] | None = None) -> dict:
+    """LoRA on `files` until `deadline` (time.monotonic) or cfg.max_steps; saves the adapter in
+    out/adapter and the merged checkpoint in out/merged. Returns the training history.
+
+    Every cfg.checkpoint_s of training (and after the last step) the adapter, the optimizer's
+    state, the step, the history and the sampler's random state go to out/checkpoint-*.pt
+    (save_checkpoint); `resume` (load_checkpoint's result) continues from one: the same
+    examples, the same learning-rate schedule (by training time, counted across the runs)."""
     import torch
     import torch.nn.functional as F
     from transformers import AutoTokenizer
@@ -155,7 +323,7 @@ def train(hf_dir: Path, texts: list[str], curve_sites, out: Path, cfg: LearnConf
     tok = AutoTokenizer.from_pretrained(str(hf_dir))
     fcfg = FinetuneConfig(batch_size=cfg.batch_size, seq_len=cfg.seq_len, fim_rate=cfg.fim_rate,
                           middle_weight=cfg.middle_weight, seed=cfg.seed, bf16=cfg.bf16)
-    sampler = WorkspaceSampler(texts, tok, fcfg, random.Random(cfg.seed), extra, cfg.feedback_rate)
+    sampler = WorkspaceSampler(files, tok, fcfg, random.Random(cfg.seed), extra, cfg.feedback_rate, context)
     fim = FimIds(sampler.prefix_id, sampler.suffix_id, sampler.middle_id)
     model = _lora_model(hf_dir, cfg)
     inner = model.get_base_model()  # the causal LM with the LoRA layers in it
@@ -166,6 +334,30 @@ def train(hf_dir: Path, texts: list[str], curve_sites, out: Path, cfg: LearnConf
     history = {"steps": [], "loss": [], "curve": [], "trainable_params": trainable, "tokens": 0}
     t0 = time.monotonic()
     total_s = max(1.0, deadline - t0)
+    step, tokens, loss_value, compute_s, before_s = 0, 0, float("nan"), 0.0, 0.0
+    if resume is not None:
+        from peft import set_peft_model_state_dict
+        state, tensors = resume
+        set_peft_model_state_dict(model, tensors["adapter"])
+        opt.load_state_dict(tensors["optimizer"])
+        step, tokens, compute_s = int(state["step"]), int(state["tokens"]), float(state["compute_s"])
+        before_s, total_s = float(state["train_s"]), float(state["train_total_s"])
+        loss_value = state["history"]["loss"][-1] if state["history"]["loss"] else float("nan")
+        history.update({k: state["history"][k] for k in ("steps", "loss", "curve")})
+        sampler.rng.setstate(_rng_state(state["sampler_rng"]))
+        sampler.stats = dict(state["stats"])
+        history["resumed_from_step"] = step
+
+    def elapsed() -> float:  # training time across the runs
+        return before_s + time.monotonic() - t0
+
+    def checkpoint() -> None:
+        from peft import get_peft_model_state_dict
+        save_checkpoint(out, key, {
+            "step": step, "tokens": tokens, "compute_s": compute_s, "train_s": elapsed(), "train_total_s": total_s,
+            "history": {k: history[k] for k in ("steps", "loss", "curve")}, "stats": sampler.stats,
+            "sampler_rng": sampler.rng.getstate()},
+            {"adapter": get_peft_model_state_dict(model), "optimizer": opt.state_dict()})
 
     def curve_point(step: int) -> None:
         if not curve_sites:
@@ -177,15 +369,15 @@ def train(hf_dir: Path, texts: list[str], curve_sites, out: Path, cfg: LearnConf
         history["curve"].append({"step": step, "exact_match": round(100 * hits / len(curve_sites), 2)})
 
     # Curve points at these fractions of the training time (the last one after the last step).
-    marks = [i / cfg.curve_points for i in range(1, cfg.curve_points)]
+    marks = [i / cfg.curve_points for i in range(1, cfg.curve_points) if i / cfg.curve_points > elapsed() / total_s]
     model.train()
-    step, tokens, loss_value, compute_s = 0, 0, float("nan"), 0.0
+    saved_at = time.monotonic()
     while step < cfg.max_steps and time.monotonic() < deadline:
         if cancel.is_set():
             raise Cancelled()
         lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup)
         # Cosine over the run: by steps when a step cap ends it first, else by time.
-        frac = max(step / cfg.max_steps, (time.monotonic() - t0) / total_s)
+        frac = max(step / cfg.max_steps, elapsed() / total_s)
         lr *= 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))  # cosine over the time budget
         for g in opt.param_groups:
             g["lr"] = lr
@@ -223,14 +415,22 @@ def train(hf_dir: Path, texts: list[str], curve_sites, out: Path, cfg: LearnConf
         dt = time.monotonic() - t0
         emit("train", step=step, loss=round(loss_value, 4), tokens_per_s=round(tokens / compute_s, 1),
              seconds=round(dt, 1), time_left_s=round(max(0.0, deadline - time.monotonic()), 1))
-        while marks and (time.monotonic() - t0) / total_s >= marks[0]:
+        while marks and elapsed() / total_s >= marks[0]:
             marks.pop(0)
             curve_point(step)
+        if key and time.monotonic() - saved_at >= cfg.checkpoint_s:
+            checkpoint()
+            saved_at = time.monotonic()
     if step == 0:
         raise PipelineError("the time budget ended before the first training step; give a larger budget")
-    history.update(tokens=tokens, train_s=round(time.monotonic() - t0, 1), final_loss=loss_value,
+    if key:
+        checkpoint()  # training done: a kill during the build resumes at the merge
+    history.update(tokens=tokens, train_s=round(elapsed(), 1), final_loss=loss_value,
                    step_s=round(compute_s / step, 2), tokens_per_s=round(tokens / max(1e-9, compute_s), 1),
-                   threads=torch.get_num_threads())
+                   threads=torch.get_num_threads(), examples=sampler.stats["examples"],
+                   tokens_per_example=round(sampler.stats["tokens"] / max(1, sampler.stats["examples"]), 1),
+                   context_examples=sampler.stats["context_examples"],
+                   context_tokens_per_example=round(sampler.stats["context_tokens"] / max(1, sampler.stats["examples"]), 1))
     if cancel.is_set():
         raise Cancelled()
 
@@ -244,6 +444,12 @@ def train(hf_dir: Path, texts: list[str], curve_sites, out: Path, cfg: LearnConf
             shutil.copy2(hf_dir / f, mdir / f)
     merged.save_pretrained(str(mdir))
     return history
+
+
+def _rng_state(saved):
+    """random.Random.getstate() as JSON gave it back (lists for tuples)."""
+    version, internal, gauss = saved
+    return version, tuple(internal), gauss
 
 
 def train_threads(cfg: LearnConfig) -> int:
@@ -278,37 +484,69 @@ def learn(workspace: Path, model_path: str | None, cfg: LearnConfig, emit, cance
         raise PipelineError(f"{bundle} has no Hugging Face checkpoint (hf/) to fine-tune; rebuild it with "
                             "`tandem-models build`.")
     with V.locked(bundle, ".learn.lock", blocking=False):
+        emit("phase", phase="collect", message=f"collecting source files in {workspace}")
+        coll = collect(workspace)
+        if not coll.files:
+            why = ("; " + ", ".join(f"{n} {r}" for r, n in coll.skipped.most_common())) if coll.skipped else ""
+            raise WorkspaceError(f"no source files to learn from in {coll.root}{why}.")
+        train_files, held = split(coll.files, cfg.heldout_share, cfg.seed)
+        sites = cut_sites(held, cfg.eval_sites, cfg.seed)
+        random.Random(cfg.seed).shuffle(sites)  # the first ones are used when time is short
+        if not sites:
+            raise WorkspaceError(f"the held-out files ({', '.join(f.rel for f in held[:5])}) have no lines to test "
+                                 "completions on.")
+        key = run_key(hf_dir, bundle, coll.root, cfg, data_digest(train_files, held, sites))
         vdir = bundle / V.VERSIONS_DIR
-        for stale in vdir.glob(".run-*"):  # a run killed outright: nothing of it is kept
-            shutil.rmtree(stale, ignore_errors=True)
+        vdir.mkdir(exist_ok=True)
+        run = vdir / f".run-{key[:16]}"  # the same model, workspace, data and settings: the same folder
+        for other in vdir.glob(".run-*"):  # another run's, killed outright: it cannot be resumed by this one
+            if other != run:
+                if (other / CHECKPOINT).exists():
+                    emit("phase", phase="collect", message=f"discarding an interrupted run's checkpoint "
+                                                           f"({other.name}): it was for another workspace, "
+                                                           "model or settings")
+                shutil.rmtree(other, ignore_errors=True)
+        resume = None
+        if run.exists():
+            try:
+                resume = load_checkpoint(run, key)
+            except CheckpointError as e:
+                emit("phase", phase="collect", message=f"the interrupted run's checkpoint is unusable ({e}); "
+                                                       "discarding it and starting over")
+            if resume is None:
+                shutil.rmtree(run, ignore_errors=True)
+            else:
+                for part in ("adapter", "merged", "build", "keep"):  # half-done work after the checkpoint
+                    shutil.rmtree(run / part, ignore_errors=True)
+        run.mkdir(exist_ok=True)
         vid = V.new_version_id()
         while (vdir / vid).exists():
             time.sleep(1)
             vid = V.new_version_id()
-        run = vdir / f".run-{vid}"
-        run.mkdir()
         try:
-            return _learn(workspace, bundle, hf_dir, run, vid, cfg, emit, cancel, t_start, deadline)
+            return _learn(coll, train_files, held, sites, key, resume, bundle, hf_dir, run, vid, cfg, emit, cancel,
+                          t_start, deadline)
         finally:
-            shutil.rmtree(run, ignore_errors=True)
+            shutil.rmtree(run, ignore_errors=True)  # done, failed or cancelled: a kill leaves it to resume
 
 
-def _learn(workspace, bundle, hf_dir, run, vid, cfg, emit, cancel, t_start, deadline) -> dict:
-    emit("phase", phase="collect", message=f"collecting source files in {workspace}")
-    coll = collect(workspace)
-    if not coll.files:
-        why = ("; " + ", ".join(f"{n} {r}" for r, n in coll.skipped.most_common())) if coll.skipped else ""
-        raise WorkspaceError(f"no source files to learn from in {coll.root}{why}.")
-    train_files, held = split(coll.files, cfg.heldout_share, cfg.seed)
-    sites = cut_sites(held, cfg.eval_sites, cfg.seed)
-    random.Random(cfg.seed).shuffle(sites)  # the first ones are used when time is short
-    if not sites:
-        raise WorkspaceError(f"the held-out files ({', '.join(f.rel for f in held[:5])}) have no lines to test "
-                             "completions on.")
+def _learn(coll, train_files, held, sites, key, resume, bundle, hf_dir, run, vid, cfg, emit, cancel, t_start,
+           deadline) -> dict:
     weights = sum((hf_dir / f).stat().st_size for f in os.listdir(hf_dir) if f.endswith((".safetensors", ".bin")))
     _check_disk(run, 3 * weights + (64 << 20))
     emit("phase", phase="collect", message=coll.summary(), train_files=len(train_files),
          heldout_files=len(held), sites=len(sites))
+
+    # Other files' context, as the server gathers it for a document of this workspace (the
+    # same seam, index and budget split), in the evaluation's prompts and the training examples.
+    csettings = ContextSettings(cfg.context_share, tuple(cfg.context_sources))
+    context = WorkspaceContext.for_run(coll.root, train_files, csettings)
+    if context is not None:
+        emit("phase", phase="collect", message=f"context from other files: {', '.join(csettings.sources)}, "
+                                               f"{csettings.share:g} of each prompt; {len(context.open_files)} "
+                                               f"training files as the open documents")
+    settings = Settings(contextTokens=cfg.context_tokens, contextShare=cfg.context_share,
+                        contextSources=tuple(cfg.context_sources))
 
     def on_site(phase):
         return lambda n, total: emit("eval", phase=phase, done=n, total=total,
@@ -316,11 +554,24 @@ def _learn(workspace, bundle, hf_dir, run, vid, cfg, emit, cancel, t_start, dead
 
     if cancel.is_set():
         raise Cancelled()
-    emit("phase", phase="eval-before", message=f"evaluating the served model on {len(sites)} held-out lines")
-    t = time.monotonic()
-    before = evaluate_path(str(bundle), sites, cancel=cancel, on_site=on_site("eval-before"),
-                           context_tokens=cfg.context_tokens, time_limit_s=cfg.eval_share * cfg.budget_s)
-    eval_s = time.monotonic() - t
+    saved = _read_before(run, key) if resume is not None else None
+    if saved is not None:
+        before, eval_s = saved
+        st = resume[0]
+        emit("phase", phase="train", resumed_from_step=st["step"],
+             message=f"resuming the interrupted run from its checkpoint at training step {st['step']} "
+                     f"({st['train_s']:.0f} of {st['train_total_s']:.0f} s of training done); the first evaluation "
+                     "is reused")
+    else:
+        if resume is not None:
+            emit("phase", phase="collect", message="the interrupted run's first evaluation is missing; starting over")
+            resume = None
+        emit("phase", phase="eval-before", message=f"evaluating the served model on {len(sites)} held-out lines")
+        t = time.monotonic()
+        before = evaluate_path(str(bundle), sites, settings=settings, context=context, cancel=cancel,
+                               on_site=on_site("eval-before"), time_limit_s=cfg.eval_share * cfg.budget_s)
+        eval_s = time.monotonic() - t
+        _write_json_atomic(run / BEFORE, {"key": key, "eval_s": eval_s, "result": before.to_json(samples=10**6)})
     sites = sites[:before.sites]  # the same sites after training
     if cancel.is_set():
         raise Cancelled()
@@ -334,6 +585,9 @@ def _learn(workspace, bundle, hf_dir, run, vid, cfg, emit, cancel, t_start, dead
     # build alone at load ~10): 45 s per GiB.
     reserve = 1.1 * eval_s + 20 + 45 * weights / 2**30
     train_deadline = max(time.monotonic() + 0.15 * cfg.budget_s, deadline - reserve)
+    if resume is not None:  # what the interrupted run had left of its training time
+        st = resume[0]
+        train_deadline = min(train_deadline, time.monotonic() + max(0.0, st["train_total_s"] - st["train_s"]))
     extra = []
     if cfg.feedback_examples:
         from tandem.learn.feedback import retained_examples
@@ -342,7 +596,8 @@ def _learn(workspace, bundle, hf_dir, run, vid, cfg, emit, cancel, t_start, dead
     emit("phase", phase="train", message=f"LoRA on {len(train_files)} files for up to "
                                          f"{max(0, train_deadline - time.monotonic()):.0f}s")
     curve_sites = sites[:: max(1, len(sites) // max(1, cfg.curve_sites))][:cfg.curve_sites] if cfg.curve_sites else []
-    history = train(hf_dir, [f.text for f in train_files], curve_sites, run, cfg, train_deadline, emit, cancel, extra)
+    history = train(hf_dir, train_files, curve_sites, run, cfg, train_deadline, emit, cancel, extra, context,
+                    key=key, resume=resume)
 
     base_info = V.read_bundle(bundle)
     base_cpu = (base_info.get("base_variants") or base_info.get("variants") or {}).get("cpu", "cpu-int8")
@@ -357,8 +612,8 @@ def _learn(workspace, bundle, hf_dir, run, vid, cfg, emit, cancel, t_start, dead
         raise Cancelled()
 
     emit("phase", phase="eval-after", message="evaluating the tuned model the same way")
-    after = evaluate_path(str(variant_dir), sites, cancel=cancel, on_site=on_site("eval-after"),
-                          context_tokens=cfg.context_tokens)
+    after = evaluate_path(str(variant_dir), sites, settings=settings, context=context, cancel=cancel,
+                          on_site=on_site("eval-after"))
     if cancel.is_set():
         raise Cancelled()
     gain = round(after.exact_match - before.exact_match, 2)
@@ -410,6 +665,18 @@ def _learn(workspace, bundle, hf_dir, run, vid, cfg, emit, cancel, t_start, dead
     emit("done", promoted=promote, version=vid, decision=decision, report=str(bundle / V.VERSIONS_DIR / vid / "report.md"),
          before=before.exact_match, after=after.exact_match, gain=gain)
     return report
+
+
+def _read_before(run: Path, key: str):
+    """The interrupted run's first evaluation (EvalResult, seconds), or None."""
+    from tandem.learn.evaluate import EvalResult
+    try:
+        d = json.loads((run / BEFORE).read_text())
+        if d.get("key") != key:
+            return None
+        return EvalResult(**d["result"]), float(d["eval_s"])
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
 
 
 def _machine() -> dict:
@@ -506,6 +773,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=LearnConfig.batch_size)
     ap.add_argument("--curve-sites", type=int, default=LearnConfig.curve_sites)
     ap.add_argument("--context-tokens", type=int, default=LearnConfig.context_tokens)
+    ap.add_argument("--context-share", type=float, default=LearnConfig.context_share,
+                    help="share of each prompt for other files' context, as the server's contextShare (0: none)")
+    ap.add_argument("--context-sources", default=",".join(LearnConfig.context_sources),
+                    help="context providers, as the server's contextSources (imports,similar,path)")
+    ap.add_argument("--checkpoint-seconds", type=float, default=LearnConfig.checkpoint_s,
+                    help="training time between checkpoints; a killed run resumes from the last one (0: every step)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: automatic)")
     ap.add_argument("--layers", type=int, default=LearnConfig.layers, help="adapt the last N layers (0: all)")
@@ -516,6 +789,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = LearnConfig(budget_s=a.budget_minutes * 60, max_steps=a.max_steps, eval_sites=a.eval_sites,
                       min_gain=a.min_gain, lr=a.lr, rank=a.rank, alpha=2 * a.rank, seq_len=a.seq_len,
                       batch_size=a.batch_size, curve_sites=a.curve_sites, context_tokens=a.context_tokens,
+                      context_share=a.context_share, checkpoint_s=a.checkpoint_seconds,
+                      context_sources=tuple(x for x in a.context_sources.split(",") if x.strip()),
                       seed=a.seed, threads=a.threads, layers=a.layers, feedback_examples=a.use_feedback, promote=not a.no_promote)
     emit = Reporter(a.json)
     cancel = threading.Event()

@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -43,7 +44,7 @@ def teardown(app):
     return app.close(force=True)
 '''
 # Enough to gain on the tiny model, small enough for CI (one thread: the machine is shared).
-FAST = {"maxSteps": 150, "lr": 3e-3, "curveSites": 4, "evalSites": 40}
+FAST = {"maxSteps": 600, "lr": 3e-3, "curveSites": 4, "evalSites": 40}
 
 
 def make_workspace(root: Path, n: int = 20) -> Path:
@@ -228,3 +229,69 @@ async def test_feedback_is_opt_in_local_and_the_hover_names_the_tuned_version(bu
         deleted = await s.client.workspace_execute_command_async(
             types.ExecuteCommandParams(command="tandem.deleteFeedback"))
         assert deleted == {"ok": True, "deleted": True} and feedback.events() == []
+
+
+def kill_during_training(ws: Path, bundle: Path, *extra: str, at_step: int = 30, timeout: float = 300) -> int:
+    """Start `tandem learn`, SIGKILL it once training passed `at_step` (nothing runs its cleanup,
+    as with a power cut); returns the last step reported."""
+    cmd = [sys.executable, "-m", "tandem", "learn", str(ws), "--model-path", str(bundle), "--json", "--threads", "1",
+           *extra]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=os.environ)
+    watchdog = threading.Timer(timeout, proc.kill)  # a wait that never ends is a failure, not a hang
+    watchdog.start()
+    step = 0
+    try:
+        for line in proc.stdout:
+            ev = json.loads(line) if line.startswith("{") else {}
+            if ev.get("event") == "train":
+                step = ev["step"]
+                if step >= at_step:
+                    break
+    finally:
+        proc.kill()
+        proc.wait(30)
+        watchdog.cancel()
+    assert step >= at_step, f"training never reached step {at_step}"
+    return step
+
+
+def test_a_killed_run_resumes_a_corrupt_checkpoint_is_discarded(bundle, tmp_path):
+    """A run killed outright leaves its checkpoint; the next run with the same model, workspace
+    and settings resumes from it (and says so); a corrupt checkpoint is discarded with a message
+    and the run starts over; other settings discard it too. Nothing is left behind at the end."""
+    from tests.corrupt import flip_byte
+
+    ws = make_workspace(tmp_path / "ws")
+    args = ("--max-steps", "200", "--lr", "3e-3", "--curve-sites", "0", "--eval-sites", "16",
+            "--checkpoint-seconds", "0", "--no-promote")
+    killed_at = kill_during_training(ws, bundle, *args)
+    (run,) = (bundle / "versions").glob(".run-*")
+    assert (run / "checkpoint.json").exists() and (run / "before.json").exists()
+    rc, events = run_learn(ws, bundle, *args)
+    assert rc == 0 and events[-1]["event"] == "done", events[-3:]
+    resumed = [e for e in events if "resumed_from_step" in e]
+    assert resumed and killed_at - 5 <= resumed[0]["resumed_from_step"] <= killed_at, resumed
+    assert "resuming the interrupted run" in resumed[0]["message"]
+    assert not [e for e in events if e.get("phase") == "eval-before" and e["event"] == "eval"]  # reused
+    report = json.loads((bundle / "versions" / events[-1]["version"] / "report.json").read_text())
+    assert report["training"]["resumed_from_step"] == resumed[0]["resumed_from_step"]
+    assert len(report["loss"]) == 200  # the steps before the kill and after it, once each
+    assert no_run_left(bundle)
+
+    # a corrupt checkpoint: discarded with a clear message, the run starts over and completes
+    kill_during_training(ws, bundle, *args)
+    (run,) = (bundle / "versions").glob(".run-*")
+    flip_byte(next(run.glob("checkpoint-*.pt")))
+    rc, events = run_learn(ws, bundle, *args)
+    assert rc == 0 and events[-1]["event"] == "done", events[-3:]
+    assert any("checkpoint is unusable" in (e.get("message") or "") and "sha256" in e["message"] for e in events)
+    assert not [e for e in events if "resumed_from_step" in e]
+    assert no_run_left(bundle)
+
+    # other settings: the interrupted run's folder is discarded, this run starts fresh
+    kill_during_training(ws, bundle, *args)
+    rc, events = run_learn(ws, bundle, *args[:3], "2e-3", *args[4:])
+    assert rc == 0 and events[-1]["event"] == "done", events[-3:]
+    assert any("discarding an interrupted run's checkpoint" in (e.get("message") or "") for e in events)
+    assert not [e for e in events if "resumed_from_step" in e]
+    assert no_run_left(bundle)

@@ -188,23 +188,122 @@ def test_feedback_log_records_retention_and_is_bounded(tmp_path, monkeypatch):
     assert feedback.delete() and feedback.events() == [] and not feedback.delete()
 
 
-def test_training_examples_use_the_servers_fim_prompt(tiny_model):
-    """finetune.py (and so `tandem learn`) lays out FIM examples with build_fim_prompt itself:
-    the prompt part of an example is exactly what the server would send for that cursor."""
-    pytest.importorskip("transformers")
+def _sampler(tiny_model, texts, seq_len=64, context=None, rels=None):
     import random
 
     from transformers import AutoTokenizer
 
-    from tandem.completion.prompt import build_fim_prompt
-    from tandem_models.finetune import SERVING_PREFIX_SHARE, FimSampler, FinetuneConfig
+    from tandem.learn.workspace import SourceFile
+    from tandem_models.finetune import FinetuneConfig
+    from tandem_models.learn import WorkspaceSampler
 
     tok = AutoTokenizer.from_pretrained(str(tiny_model / "hf"))
-    cfg = FinetuneConfig(seq_len=64)
-    s = FimSampler(["def add(a, b):\n    return a + b\n" * 20], tok, cfg, random.Random(0))
+    files = [SourceFile(rels[i] if rels else f"f{i}.py", t) for i, t in enumerate(texts)]
+    return WorkspaceSampler(files, tok, FinetuneConfig(seq_len=seq_len), random.Random(0), context=context)
+
+
+def test_training_examples_are_the_engines_prompt(tiny_model):
+    """`tandem learn` lays out FIM examples with the completion engine's own prompt code
+    (serving_prompt: indentation left to the model, token healing, the budget split): the prompt
+    part of an example is exactly what the server sends for that cursor, followed by what the
+    model must write there."""
+    pytest.importorskip("peft")
+    from tandem.completion.engine import serving_prompt
+    from tandem_models.finetune import SERVING_PREFIX_SHARE
+
+    s = _sampler(tiny_model, ["def add(a, b):\n    return a + b\n" * 20], seq_len=128)
     prefix, middle, suffix = "def add(a, b):\n" * 30 + "    ", "return a + b", "\n\ndef sub(a, b):\n" * 10
     ids = s.fim_example(prefix, middle, suffix)
-    mid = s.encode(middle)
-    prompt = build_fim_prompt(s, s.fim_ids, prefix, suffix, cfg.seq_len - len(mid) - 4, SERVING_PREFIX_SHARE)
-    assert ids == [*prompt.ids, *mid, s.eot_id]
-    assert len(ids) <= cfg.seq_len and prompt.prefix_start > 0  # trimmed as the server trims
+    sp = serving_prompt(s, s.fim_ids, prefix, suffix, s.cfg.seq_len - len(s.encode(middle)) - 8,
+                        SERVING_PREFIX_SHARE)
+    assert sp.indent == "    "
+    assert ids == [*sp.ids, *s.encode(sp.heal.text + "    " + middle), s.eot_id]
+    assert len(ids) <= s.cfg.seq_len and sp.prompt.prefix_start > 0  # trimmed as the server trims
+
+
+def test_training_examples_carry_the_servers_context_block(tiny_model, tmp_path):
+    """With a WorkspaceContext, an example starts with the block the server's context seam
+    renders for that document and cursor (the middle not typed yet), within the same split."""
+    pytest.importorskip("peft")
+    from tandem.context.service import ContextService, path_to_uri
+    from tandem.learn.context import ContextSettings, WorkspaceContext
+    from tandem.learn.workspace import collect
+
+    write(tmp_path, "shapes.py", "def area(w, h):\n    return w * h\n\n\nUNIT = 'cm'\n")
+    write(tmp_path, "main.py", "from shapes import area, UNIT\n\n\ndef report(w, h):\n"
+                               "    total = area(w, h)\n    return f'{total} {UNIT}'\n")
+    files = collect(tmp_path).files
+    ctx = WorkspaceContext(tmp_path, files, ContextSettings(0.3, ("imports", "path")))
+    main = next(f for f in files if f.rel == "main.py")
+    s = _sampler(tiny_model, [main.text], seq_len=256, context=ctx, rels=["main.py"])
+    middle = "area(w, h)"
+    cut = main.text.index("area(w, h)\n    return")
+    typed = main.text[:cut] + main.text[cut + len(middle):]
+    ids = s.fim_example(main.text[:cut], middle, main.text[cut + len(middle):], ("main.py", typed, cut))
+    # The server's own seam, asked directly for that document and cursor:
+    svc = ContextService(budget_s=10)
+    svc.bind([str(tmp_path)])
+    svc.index.ready.wait(30)
+    budget = s.cfg.seq_len - len(s.encode(middle)) - 8
+    got = svc.gather(path_to_uri(str(tmp_path / "main.py")), typed, cut, ("imports", "path"), budget_s=10)
+    block = svc.block(s, got, int(budget * 0.3))
+    assert block is not None and "def area(w, h)" in block.text and block.text.endswith("<|file_sep|>main.py\n")
+    assert ids[:len(block.ids)] == list(block.ids) and ids[len(block.ids)] == s.fim_ids.prefix
+    assert s.stats["context_examples"] == 1
+    ctx.close()
+    svc.shutdown()
+
+
+def test_checkpoint_round_trip_and_corruption_is_detected(tmp_path):
+    """A checkpoint is whole or refused: a flipped byte, a truncated file, another run's key or a
+    bad pointer give CheckpointError (the run then starts over), never a half-loaded adapter."""
+    torch = pytest.importorskip("torch")
+    from tandem_models.learn import CHECKPOINT, CheckpointError, load_checkpoint, save_checkpoint
+    from tests.corrupt import flip_byte, put_byte
+
+    assert load_checkpoint(tmp_path, "k") is None  # nothing there: a fresh run
+    w = {"a.lora_A.weight": torch.randn(4, 8)}
+    save_checkpoint(tmp_path, "k", {"step": 3, "tokens": 10}, {"adapter": w, "optimizer": {"state": {}}})
+    save_checkpoint(tmp_path, "k", {"step": 4, "tokens": 12}, {"adapter": w, "optimizer": {"state": {}}})
+    assert [p.name for p in tmp_path.glob("checkpoint-*.pt")] == ["checkpoint-0000004.pt"]  # the older one removed
+    state, tensors = load_checkpoint(tmp_path, "k")
+    assert state["step"] == 4 and torch.equal(tensors["adapter"]["a.lora_A.weight"], w["a.lora_A.weight"])
+    with pytest.raises(CheckpointError, match="other settings"):
+        load_checkpoint(tmp_path, "other")
+    f = tmp_path / "checkpoint-0000004.pt"
+    off, old = flip_byte(f)
+    with pytest.raises(CheckpointError, match="sha256"):
+        load_checkpoint(tmp_path, "k")
+    put_byte(f, off, old)
+    data = f.read_bytes()
+    f.write_bytes(data[:len(data) // 2])
+    with pytest.raises(CheckpointError, match="size"):
+        load_checkpoint(tmp_path, "k")
+    (tmp_path / CHECKPOINT).write_text("{not json")
+    with pytest.raises(CheckpointError):
+        load_checkpoint(tmp_path, "k")
+
+
+def test_evaluation_scores_what_the_engine_shows(tiny_model):
+    """The evaluation's completed line is the inline completion engine's suggestion (its prompt,
+    healing, stop rules and post-processing) applied to the line; stopping after the first line
+    (the evaluation's shortcut) does not change it."""
+    from tandem.completion.engine import CompletionEngine
+    from tandem.learn.evaluate import complete_line, engine_for
+    from tandem.learn.workspace import CutSite
+    from tandem.model.loaded import load_model
+    from tandem.settings import Settings
+
+    model = load_model(str(tiny_model), "cpu")
+    full, fast = CompletionEngine(model), engine_for(model)
+    src = "def add(a, b):\n    return a + b\n\n\ndef mul(a, b):\n    return a * b\n"
+    lines = src.split("\n")
+    settings = Settings(contextShare=0)
+    for n in (1, 4, 5):
+        start = sum(len(line) + 1 for line in lines[:n])
+        indent = len(lines[n]) - len(lines[n].lstrip())
+        site = CutSite("a.py", n, src[:start + indent], lines[n].strip(), src[start + len(lines[n]):])
+        line, _s, _t = complete_line(fast, site, settings)
+        r = full.complete(site.prefix + site.suffix, len(site.prefix), settings)
+        assert line == lines[n][:indent] + (r.text.split("\n", 1)[0] if r else "")
+    model.lm.close()

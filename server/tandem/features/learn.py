@@ -99,6 +99,9 @@ def register(server) -> None:
                 cmd += [flag, str(_arg(args, key))]
         if _arg(args, "useFeedback"):
             cmd.append("--use-feedback")
+        # The prompts it trains and evaluates on are this server's: its context settings.
+        cmd += ["--context-share", str(settings.contextShare), "--context-sources", ",".join(settings.contextSources),
+                "--context-tokens", str(settings.contextTokens)]
         token = str(uuid.uuid4())
         progress = await ls._progress_begin(token, "Tandem: learning from this workspace", cancellable=True)
         proc = await asyncio.create_subprocess_exec(

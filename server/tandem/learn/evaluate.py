@@ -1,24 +1,34 @@
-"""Line completions at held-out cut sites, through the serving engine.
+"""Line completions at held-out cut sites, through the serving engine, as the user sees them.
 
 The model is loaded by `tandem.model.loaded.load_model`, exactly as the server loads it (the
-same variant, runtime, tokenizer and special ids), the prompt is the server's FIM prompt
-(`build_fim_prompt`) and decoding is the runtime's own greedy loop, stopped at the end of the
-line. Measured per site: exact match of the line (whitespace at the ends ignored), edit
-similarity (1 - Levenshtein distance / longer length) and wall-clock latency.
+same variant, runtime, tokenizer and special ids), and each site is completed by the inline
+completion path's own engine (`tandem.completion.engine.CompletionEngine.complete`): the same
+prompt (context block from other files when a WorkspaceContext is given, FIM layout, token
+healing), the runtime's decode loop with the engine's stop rules, and the same post-processing
+(block end, dedup, word continuation, bracket balance, range). The site's document is the file
+without the rest of the cut line; the completed line is what accepting the suggestion leaves on
+that line (its text before the cursor, the suggestion's first line, what the suggestion keeps of
+the rest). Measured per site: exact match of that line with the original (trailing whitespace
+ignored), edit similarity (1 - Levenshtein distance / longer length) and wall-clock latency.
+
+One shortcut, which does not change what is scored: a cursor after a line's indentation asks for
+a block, and only its first line is scored, so decoding stops once that line is finished (the
+post-processing rules never change a block's first line because of the lines after it).
 """
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import threading
 import time
 from dataclasses import dataclass
 
-from ..completion.prompt import build_fim_prompt
+from ..completion.engine import CompletionEngine
+from ..settings import Settings
 from .workspace import CutSite
 
-CONTEXT_TOKENS = 1024
-PREFIX_SHARE = 0.7
-MAX_NEW_TOKENS = 32
+CONTEXT_TOKENS = Settings().contextTokens  # the server's default prompt budget
+PREFIX_SHARE = Settings().prefixShare
 
 
 def edit_similarity(a: str, b: str) -> float:
@@ -51,18 +61,48 @@ class EvalResult:
         return d
 
 
-def complete_line(model, site: CutSite, context_tokens: int = CONTEXT_TOKENS,
-                  cancel: threading.Event | None = None) -> tuple[str, float]:
-    codec = model.codec
-    prompt = build_fim_prompt(codec, model.fim, site.prefix, site.suffix, context_tokens, PREFIX_SHARE)
+class _FirstLine:
+    """The runtime, stopping a decode once the first line of text is finished (see above)."""
+
+    def __init__(self, lm, codec):
+        self._lm, self._codec = lm, codec
+
+    def __getattr__(self, name):
+        return getattr(self._lm, name)
+
+    def generate(self, ids, *args, stop_check=None, **kw):
+        def check(gen_ids) -> bool:
+            text = self._codec.decode(gen_ids)
+            first_done = "\n" in text.lstrip()  # a line break after some text
+            return first_done or bool(stop_check and stop_check(gen_ids))
+        return self._lm.generate(ids, *args, stop_check=check, **kw)
+
+
+def engine_for(model) -> CompletionEngine:
+    return CompletionEngine(dataclasses.replace(model, lm=_FirstLine(model.lm, model.codec)))
+
+
+def complete_line(engine: CompletionEngine, site: CutSite, settings: Settings, context=None,
+                  cancel: threading.Event | None = None) -> tuple[str, float, int]:
+    """(the completed line, seconds, prompt tokens) for `site` through the engine; `context`:
+    a tandem.learn.context.WorkspaceContext (None: no context block)."""
+    doc = site.prefix + site.suffix
+    offset = len(site.prefix)
     t0 = time.perf_counter()
-    gen = model.lm.generate(prompt.ids, max_new_tokens=MAX_NEW_TOKENS, stop_ids=model.stop_ids, cancel=cancel,
-                            stop_check=lambda ids: "\n" in codec.decode(ids))
+    block = context.block(engine.model.codec, site.file, doc, offset, settings.contextTokens) \
+        if context is not None else None
+    r = engine.complete(doc, offset, settings, cancel, block)
     dt = time.perf_counter() - t0
-    return codec.decode(gen.ids).split("\n", 1)[0], dt
+    line_prefix = site.prefix[site.prefix.rfind("\n") + 1:]
+    if r is None:
+        return line_prefix, dt, 0
+    line_end = site.suffix.find("\n")
+    rest = site.suffix if line_end < 0 else site.suffix[:line_end]
+    first = r.text.split("\n", 1)[0]
+    return line_prefix + first + (rest[r.replace_chars:] if "\n" not in r.text else ""), dt, r.prompt_tokens
 
 
-def evaluate_model(model, sites: list[CutSite], context_tokens: int = CONTEXT_TOKENS,
+def evaluate_model(model, sites: list[CutSite], settings: Settings | None = None, context=None,
                    cancel: threading.Event | None = None, on_site=None, time_limit_s: float | None = None,
                    min_sites: int = 10) -> EvalResult:
     """`model` is a LoadedModel (see tandem.model.loaded.load_model). With `time_limit_s`, sites
@@ -70,18 +110,22 @@ def evaluate_model(model, sites: list[CutSite], context_tokens: int = CONTEXT_TO
     order, the result's `sites` says how many of the first ones were used."""
     if not sites:
         raise ValueError("no cut sites to evaluate")
+    settings = settings or Settings()
+    engine = engine_for(model)
     exact, sims, lat, samples = [], [], [], []
     t0 = time.perf_counter()
     for n, site in enumerate(sites):
         if time_limit_s is not None and n >= min_sites and time.perf_counter() - t0 > time_limit_s:
             break
-        got, dt = complete_line(model, site, context_tokens, cancel)
-        want = site.target.strip()
-        exact.append(got.strip() == want)
-        sims.append(edit_similarity(got.strip(), want))
+        line, dt, tokens = complete_line(engine, site, settings, context, cancel)
+        line_prefix = site.prefix[site.prefix.rfind("\n") + 1:]
+        want = (line_prefix + site.target).rstrip()
+        got = line.rstrip()
+        exact.append(got == want)
+        sims.append(edit_similarity(got.strip(), want.strip()))
         lat.append(dt * 1000)
-        samples.append({"file": site.file, "line": site.line + 1, "want": want, "got": got.strip(),
-                        "exact": exact[-1]})
+        samples.append({"file": site.file, "line": site.line + 1, "want": want.strip(), "got": got.strip(),
+                        "exact": exact[-1], "prompt_tokens": tokens})
         if on_site:
             on_site(n + 1, len(sites))
     return EvalResult(round(100 * sum(exact) / len(exact), 2), round(100 * statistics.mean(sims), 2),
