@@ -5,10 +5,14 @@ serving engine, the real server over stdio.
   serving the new version (status names it), rollback and switch as commands;
 - from the shell: a run without gain is not promoted and the served model is unchanged;
 - cancellation through the progress leaves nothing behind;
-- bad input (empty workspace, only secrets, one file, a second run at once) gets a clear message.
+- bad input (empty workspace, only secrets, one file, a second run at once) gets a clear message;
+- a run killed outright (SIGKILL) resumes from its checkpoint; a corrupt checkpoint, or one made
+  with other settings, is discarded with a message and the run starts over.
 
-The workspace repeats a plugin module whose lines the tiny model can learn in a few dozen
-LoRA steps (measured: held-out exact match 0% -> 37.5% after 150 steps at lr 3e-3, 28 s).
+The workspace repeats a plugin module whose lines the tiny model can learn in a few hundred
+LoRA steps (measured through the completion engine, the served prompt layout with healing:
+held-out exact match 0% -> 50% after 600 steps at lr 3e-3, 40 s at load ~4; after 150 steps,
+what the earlier layout needed, 0% -> 0%).
 """
 from __future__ import annotations
 

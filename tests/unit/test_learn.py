@@ -288,7 +288,7 @@ def test_evaluation_scores_what_the_engine_shows(tiny_model):
     """The evaluation's completed line is the inline completion engine's suggestion (its prompt,
     healing, stop rules and post-processing) applied to the line; stopping after the first line
     (the evaluation's shortcut) does not change it."""
-    from tandem.completion.engine import CompletionEngine
+    from tandem.completion.engine import CompletionEngine, serving_prompt
     from tandem.learn.evaluate import complete_line, engine_for
     from tandem.learn.workspace import CutSite
     from tandem.model.loaded import load_model
@@ -296,14 +296,22 @@ def test_evaluation_scores_what_the_engine_shows(tiny_model):
 
     model = load_model(str(tiny_model), "cpu")
     full, fast = CompletionEngine(model), engine_for(model)
-    src = "def add(a, b):\n    return a + b\n\n\ndef mul(a, b):\n    return a * b\n"
+    src = ("class Stack:\n    def __init__(self):\n        self.items = []\n\n    def push(self, item):\n"
+           "        self.items.append(item)\n\n    def pop(self):\n        return self.items.pop()\n")
     lines = src.split("\n")
     settings = Settings(contextShare=0)
-    for n in (1, 4, 5):
+    healed_line_ends = 0
+    for n in (1, 4, 5, 7, 8):
         start = sum(len(line) + 1 for line in lines[:n])
         indent = len(lines[n]) - len(lines[n].lstrip())
         site = CutSite("a.py", n, src[:start + indent], lines[n].strip(), src[start + len(lines[n]):])
         line, _s, _t = complete_line(fast, site, settings)
         r = full.complete(site.prefix + site.suffix, len(site.prefix), settings)
         assert line == lines[n][:indent] + (r.text.split("\n", 1)[0] if r else "")
+        sp = serving_prompt(model.codec, model.fim, site.prefix, site.suffix, settings.contextTokens,
+                            settings.prefixShare)
+        healed_line_ends += "\n" in sp.heal.text and bool(r)
+    # `    def pop(self):` after a blank line: the prompt's `)\n\n` is healed, so the model first
+    # writes a line break again; the line that counts is the one after it
+    assert healed_line_ends >= 1
     model.lm.close()

@@ -71,9 +71,14 @@ class _FirstLine:
         return getattr(self._lm, name)
 
     def generate(self, ids, *args, stop_check=None, **kw):
+        # Token healing: the first tokens write the prompt's dropped text again (`required`),
+        # which may itself end a line (`:\n`); the line that counts starts after it.
+        c = kw.get("constraint")
+        healed = c.required.decode("utf-8", "replace") if c is not None else ""
+
         def check(gen_ids) -> bool:
             text = self._codec.decode(gen_ids)
-            first_done = "\n" in text.lstrip()  # a line break after some text
+            first_done = text.startswith(healed) and "\n" in text[len(healed):].lstrip()
             return first_done or bool(stop_check and stop_check(gen_ids))
         return self._lm.generate(ids, *args, stop_check=check, **kw)
 
