@@ -488,3 +488,83 @@ def test_unreadable_module_gives_nothing(tmp_path: Path, monkeypatch):
     s = service(tmp_path)
     text = "from secret import hidden\n"
     assert s.gather(path_to_uri(str(tmp_path / "main.py")), text, len(text), ("imports",)).pieces == ()
+
+
+def test_similar_code_from_imported_modules_and_from_the_file_away_from_the_cursor(tmp_path: Path):
+    # Nothing else is open: the similar windows come from the workspace modules the file
+    # imports and from the current file far above the cursor (what the prompt does not show).
+    write(tmp_path, "pkg/__init__.py", "")
+    write(tmp_path, "pkg/items.py", "\n".join(
+        [f"filler = {i}" for i in range(30)] +
+        ["def make_table(body, trivia, is_super):", "    table = Table(Container(), Trivia(), False, is_super)",
+         "    table.append(body, trivia)", "    return table"] + [f"tail = {i}" for i in range(30)]))
+    write(tmp_path, "pkg/other.py", "def unrelated(a):\n    return a\n")
+    s = service(tmp_path)
+    head = ["from pkg.items import make_table", "from pkg.other import unrelated", ""]
+    far = ["def early(body, trivia, is_super):", "    result = wrap_method(float.__floordiv__)",
+           "    body.append(trivia, is_super)", "    return result"]
+    near = [f"pad = {i}" for i in range(150)] + \
+        ["def later(body, trivia, is_super):", "    table = Container()", "    table.append(body, trivia)", "    "]
+    text = "\n".join(head + far + near)
+    uri = path_to_uri(str(tmp_path / "pkg" / "main.py"))
+    ctx = s.gather(uri, text, len(text), ("similar",))
+    found = {(p.rel, p.first) for p in ctx.pieces}
+    assert any(rel == "pkg/items.py" for rel, _ in found)
+    assert any("Table(Container(), Trivia(), False, is_super)" in p.text for p in ctx.pieces)
+    assert any(p.rel == "pkg/main.py" and "wrap_method(float.__floordiv__)" in p.text for p in ctx.pieces)
+    # Windows near the cursor (already in the prompt) are not repeated.
+    cursor_line = text.count("\n")
+    assert all(p.last < cursor_line - S.SELF_SKIP_ABOVE for p in ctx.pieces if p.rel == "pkg/main.py")
+    # Typing on the cursor's line keeps the pieces, hence the block, identical.
+    again = s.gather(uri, text + "table.", len(text) + 6, ("similar",))
+    assert again.key == ctx.key and again.pieces == ctx.pieces
+    codec = CharCodec()
+    assert s.block(codec, again, 2000).ids == s.block(codec, ctx, 2000).ids
+    # An edit elsewhere in the file changes it.
+    edited = text.replace("float.__floordiv__", "float.__mod__")
+    assert s.gather(uri, edited, len(edited), ("similar",)).key != ctx.key
+
+
+def test_pieces_interleave_the_best_similar_window_with_the_nearest_definitions(tmp_path: Path):
+    from tandem.context.service import Piece, _interleave
+
+    d = [Piece("u", "d.py", i, i, f"def f{i}(): ...", f"definition of f{i}") for i in range(5)]
+    w = [Piece("u", "w.py", i, i, f"w{i}", "similar code (0.5)") for i in range(3)]
+    assert _interleave(d, w) == [w[0], d[0], d[1], d[2], w[1], d[3], d[4], w[2]]
+    assert _interleave(d, []) == d and _interleave([], w) == w
+
+
+def test_class_stubs_leave_out_operator_dunders_but_keep_the_constructor():
+    text = ("class Money:\n    def __init__(self, amount: int):\n        self.amount = amount\n"
+            "    def __eq__(self, other):\n        return True\n    def __repr__(self):\n        return ''\n"
+            "    def add(self, other: 'Money') -> 'Money':\n        return self\n")
+    stub = O.outline(text)["Money"].text
+    assert "def __init__(self, amount: int):" in stub and "def add(" in stub
+    assert "__eq__" not in stub and "__repr__" not in stub
+
+
+def test_prefetch_warms_the_imported_modules_windows(tmp_path: Path):
+    write(tmp_path, "pkg/__init__.py", "")
+    write(tmp_path, "pkg/items.py", "\n".join(f"def f{i}(a, b):\n    return a + b" for i in range(20)))
+    s = service(tmp_path)
+    uri = path_to_uri(str(tmp_path / "pkg" / "main.py"))
+    s.opened(uri, "from pkg.items import f1\n\nx = f1(1, 2)\n", 1)
+    assert s.settle(10)
+    assert str(tmp_path / "pkg" / "items.py") in s.index._windows
+
+
+def test_similar_code_stays_the_same_on_every_line_of_the_cursors_block(tmp_path: Path):
+    # The query ends at the first line of the cursor's 16-line block, so pressing Enter (or
+    # moving within the block) keeps the windows, and the block's KV cache is reused.
+    s = ContextService(budget_s=5.0)
+    other = "\n".join(f"def handler_{i}(request, session, user):\n    return render(request, user, {i})"
+                      for i in range(30))
+    s.opened("file:///w/other.py", other, 1)
+    text = "\n".join(f"def view_{i}(request, session, user):\n    return render(request, session, {i})"
+                     for i in range(30))
+    lines = text.split("\n")
+    at = [sum(len(x) + 1 for x in lines[:n]) for n in (33, 35, 47, 48)]
+    got = [s.gather("file:///w/main.py", text, a, ("similar",)) for a in at]
+    assert got[0].pieces and got[0].pieces == got[1].pieces == got[2].pieces
+    assert got[0].key == got[1].key == got[2].key
+    assert S.query_lines(text, at[3], 16) != S.query_lines(text, at[0], 16)  # the next block asks anew

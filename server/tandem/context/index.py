@@ -28,6 +28,7 @@ MAX_FILE_BYTES = 1_000_000
 MAX_FILES = 200_000  # past this the walk stops (and says so)
 MAX_GITIGNORE_BYTES = 256_000
 OUTLINE_CACHE = 2048
+WINDOWS_CACHE = 256
 SOURCE_SUFFIXES = (".py", ".pyi")
 SKIP_DIRS = {".git", ".hg", ".svn", ".jj", "node_modules", "__pycache__", ".venv", "venv", ".tox", ".nox",
              ".mypy_cache", ".pytest_cache", ".ruff_cache", "site-packages", "dist-packages", ".eggs",
@@ -80,6 +81,7 @@ class WorkspaceIndex:
         self.truncated = False
         self._lock = threading.RLock()
         self._outlines: OrderedDict[str, tuple[tuple, dict[str, Definition]]] = OrderedDict()
+        self._windows: OrderedDict[str, tuple] = OrderedDict()  # path -> (stamp, lines, windows)
         self._texts: dict[str, tuple[int, str]] = {}  # open documents: path -> (version, text)
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -164,6 +166,7 @@ class WorkspaceIndex:
                     if path not in paths:
                         paths.append(path)
             self._outlines.pop(path, None)
+            self._windows.pop(path, None)
             if bump:
                 self.generation += 1
 
@@ -179,11 +182,13 @@ class WorkspaceIndex:
                         if not paths:
                             del self.modules[name]
             self._outlines.pop(path, None)
+            self._windows.pop(path, None)
             self.generation += 1
 
     def invalidate(self, path: str) -> None:
         with self._lock:
             self._outlines.pop(os.path.abspath(path), None)
+            self._windows.pop(os.path.abspath(path), None)
             self.generation += 1
 
     def set_text(self, path: str, version: int, text: str | None) -> None:
@@ -223,6 +228,50 @@ class WorkspaceIndex:
             return None
         here = os.path.dirname(os.path.abspath(importer))
         return min(paths, key=lambda p: (distance(here, os.path.dirname(p)), p))
+
+    def windows_of(self, path: str) -> tuple[list[str], list]:
+        """The file's lines and its similar-code windows (tandem.context.similar), cached like
+        the outlines: ([], []) for a file that is not a source file to use."""
+        from .similar import windows
+
+        path = os.path.abspath(path)
+        stamp = self._stamp(path)
+        if stamp is None:
+            return [], []
+        with self._lock:
+            hit = self._windows.get(path)
+            if hit is not None and hit[0] == stamp:
+                self._windows.move_to_end(path)
+                return hit[1], hit[2]
+        text = self._text(path)
+        try:
+            lines, wins = (text.split("\n"), windows(text)) if text else ([], [])
+        except Exception:
+            log.exception("windows of %s failed", path)
+            lines, wins = [], []
+        with self._lock:
+            self._windows[path] = (stamp, lines, wins)
+            while len(self._windows) > WINDOWS_CACHE:
+                self._windows.popitem(last=False)
+        return lines, wins
+
+    def _stamp(self, path: str) -> tuple | None:
+        with self._lock:
+            opened = self._texts.get(path)
+        if opened is not None:
+            return ("doc", opened[0], len(opened[1]))
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        return ("disk", st.st_size, st.st_mtime_ns)
+
+    def _text(self, path: str) -> str | None:
+        with self._lock:
+            opened = self._texts.get(path)
+        if opened is not None:
+            return opened[1] if len(opened[1]) <= MAX_FILE_BYTES else None
+        return read_source(path)
 
     def outline_of(self, path: str) -> dict[str, Definition]:
         """The file's definitions (cached by size and mtime, or by an open document's version)."""

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 DOC_CHARS = 160  # a docstring's first line, at most
 CONST_CHARS = 160  # a constant's whole statement, at most
 METHODS_PER_CLASS = 12
+CALLED_DUNDERS = ("__init__", "__new__", "__call__")  # the dunder methods a caller's code shows
 MAX_PARSE_BYTES = 1_000_000  # larger modules are not outlined
 
 _local = threading.local()
@@ -169,8 +170,8 @@ def _class_stub(node, data: bytes) -> str:
         if inner.type == "function_definition" and methods < METHODS_PER_CLASS:
             name = inner.child_by_field_name("name")
             n = _s(data, name) if name is not None else ""
-            if n.startswith("_") and not (n.startswith("__") and n.endswith("__")):
-                continue  # private helpers: not what callers use
+            if n.startswith("_") and n not in CALLED_DUNDERS:
+                continue  # private helpers and operators (`__eq__`): not what callers write
             deco = ""
             if child.type == "decorated_definition":
                 deco = "".join("    " + _s(data, c) + "\n" for c in child.named_children if c.type == "decorator")

@@ -3,7 +3,10 @@
 Providers (each can be switched off with the `contextSources` setting):
   - "imports": definitions of the names the current file imports from the workspace
     (signatures, class headers, first docstring lines, constants), nearest files first;
-  - "similar": the most similar windows of recently opened and edited files (Jaccard);
+  - "similar": the most similar windows (Jaccard) of recently opened and edited files, of the
+    workspace modules the file imports, and of the file itself away from the cursor (what the
+    prompt's own window of the file does not show); the query is the lines above the cursor's
+    16-line block, so the windows stay while the user types and moves within the block;
   - "path": the current file's path in the workspace.
 
 Each provider runs on a small thread pool against a deadline. One that is not done in time
@@ -13,7 +16,8 @@ file's import lines, the lines above the cursor's line, the index's generation, 
 documents' versions), so while the user types on one line the context, its rendering and the
 token ids the model sees first stay exactly the same: the runtime then reuses their KV cache.
 
-Rendered in Qwen2.5-Coder's repository format, before the current file:
+Priority: the best similar window, the three nearest definitions, the second window, then
+the rest (`_interleave`); rendered in Qwen2.5-Coder's repository format, before the current file:
     <|repo_name|>NAME\\n <|file_sep|>PATH\\nCONTENT\\n ... <|file_sep|>CURRENT_PATH\\n
 and then the fill-in-the-middle part of the current file (completion/prompt.py). Chat prompts
 (docstring action, explanations) get the same pieces as fenced blocks (`as_markdown`).
@@ -47,6 +51,7 @@ RECENT_DOCS = 20
 ANCHOR_LINES = 16  # the imports are ranked by use nearest the cursor's block of this many lines
 MAX_DEFINITIONS = 48
 MAX_SIMILAR = 4
+NEIGHBOUR_FILES = 8  # imported workspace modules searched for similar code
 RESULTS_CACHE = 256
 BLOCKS_CACHE = 64
 FOLLOW_REEXPORTS = 2  # `from .x import A` in a package's __init__: followed this deep
@@ -136,6 +141,7 @@ class ContextService:
         self._running: dict[tuple, Future] = {}
         self._blocks: OrderedDict[tuple, ContextBlock] = OrderedDict()
         self._loose: WorkspaceIndex | None = None
+        self._own_windows: OrderedDict[str, dict] = OrderedDict()  # uri -> {window text: identifiers}
 
     # -- workspace and documents ---------------------------------------------------------
     def bind(self, roots: list[str], start: bool = True) -> None:
@@ -213,6 +219,20 @@ class ContextService:
             return
         key = self._imports_key(d.path, d.text, self._others_stamp(uri))
         self._submit(key, self._imports, d.path, d.text)
+        self._submit(("windows",) + key[1:], self._warm_windows, uri, d.path, d.text)
+
+    def _warm_windows(self, uri: str, path: str, text: str) -> list:
+        """The similar-code windows of the document and of the modules it imports."""
+        fresh: dict = {}
+        S.windows(text, fresh)
+        with self._lock:
+            self._own_windows[uri] = fresh
+            while len(self._own_windows) > RECENT_DOCS:
+                self._own_windows.popitem(last=False)
+        idx = self._index(path)
+        for mpath in self._imported_files(idx, path, text):
+            idx.windows_of(mpath)
+        return []
 
     def settle(self, timeout: float) -> bool:
         """Wait (at most `timeout` s) for the providers running in the background, e.g. a
@@ -248,25 +268,36 @@ class ContextService:
             key = self._imports_key(path, text, stamp) + (rest, anchor)
             jobs.append(("imports", key, self._imports, (path, text, ls, le)))
         if "similar" in sources:
-            q = S.query_lines(text, offset)
-            key = ("similar", uri, hashlib.sha1(q.encode("utf-8", "replace")).hexdigest(), stamp)
-            jobs.append(("similar", key, self._similar, (uri, q)))
+            ls = text.rfind("\n", 0, offset) + 1
+            le = text.find("\n", offset)
+            le = len(text) if le < 0 else le
+            line = text.count("\n", 0, ls)
+            q = S.query_lines(text, offset, S.QUERY_ALIGN)
+            if len(S.tokens(q)) >= S.MIN_QUERY_TOKENS:
+                line -= line % S.QUERY_ALIGN  # the first line of the cursor's block: one answer per block
+            else:  # the file's first block: the lines above the cursor's line
+                q = S.query_lines(text, offset)
+            # The file itself away from the cursor counts too, so its text (without the cursor's
+            # line, which changes while the user types) is part of the key.
+            rest = hashlib.sha1((text[:ls] + text[le:]).encode("utf-8", "replace")).hexdigest()
+            key = ("similar", uri, hashlib.sha1(q.encode("utf-8", "replace")).hexdigest(), stamp,
+                   rest, line)
+            jobs.append(("similar", key, self._similar, (uri, q, path, text, line)))
         futures = {name: (key, self._submit(key, fn, *args)) for name, key, fn, args in jobs}
         pending = [f for _k, f in futures.values() if not f.done()]
         if pending:
             wait(pending, timeout=max(0.0, budget - (time.perf_counter() - t0)))
-        pieces: list[Piece] = []
-        keys, skipped = [], []
+        found: dict[str, tuple] = {}
+        skipped = []
         for name, (key, fut) in futures.items():
             if not fut.done():
                 skipped.append(name)
                 continue
             try:
-                found = fut.result()
+                found[name] = fut.result()
             except Exception:
                 log.exception("context provider %s failed", name)
-                found = ()
-            pieces.extend(found)
+        pieces = _interleave(list(found.get("imports", ())), list(found.get("similar", ())))
         shown = rel if "path" in sources else ""
         ms = (time.perf_counter() - t0) * 1000
         if skipped:
@@ -387,30 +418,76 @@ class ContextService:
         return [Piece(path_to_uri(p), idx.relpath(p), d.first, d.last, d.text, f"definition of {n}")
                 for (p, n), d in items]
 
-    def _similar(self, uri: str, query: str) -> list[Piece]:
+    def _similar(self, uri: str, query: str, path: str | None = None, text: str = "",
+                 line: int = -1) -> list[Piece]:
+        """The windows most similar to the lines above the cursor among: the recently opened
+        and edited documents; the current file away from the cursor (what the prompt's own
+        window of the file does not show); the workspace modules the file imports."""
         q = S.tokens(query)
         if len(q) < S.MIN_QUERY_TOKENS:
             return []
         with self._lock:
             docs = [d for d in self._docs.values() if d.uri != uri]
         pool = []
-        texts = {}
+        lines_of: dict[str, list[str]] = {}
+        names: dict[str, tuple[str, str | None]] = {}
         for d in docs:
-            version, text = d.version, d.text
+            version, dtext = d.version, d.text
             if d.windows is None or d.windows[0] != version:
-                d.windows = (version, S.windows(text))
+                d.windows = (version, S.windows(dtext), dtext.split("\n"))
             pool.append((d.uri, d.windows[1]))
-            texts[d.uri] = text
-        by_uri = {d.uri: d for d in docs}
+            lines_of[d.uri] = d.windows[2]
+            names[d.uri] = (d.uri, d.path)
+        if text and line >= 0:
+            own = text.split("\n")
+            with self._lock:
+                memo = self._own_windows.get(uri, {})
+            fresh: dict = {}
+            wins = [w for w in S.windows(text, _Memo(memo, fresh))
+                    if w.last < line - S.SELF_SKIP_ABOVE or w.first > line + S.QUERY_ALIGN + S.SELF_SKIP_BELOW]
+            with self._lock:  # only the windows of this version are kept
+                self._own_windows[uri] = fresh
+                self._own_windows.move_to_end(uri)
+                while len(self._own_windows) > RECENT_DOCS:
+                    self._own_windows.popitem(last=False)
+            if wins:
+                pool.append((uri, wins))
+                lines_of[uri], names[uri] = own, (uri, path)
+        if path and text and path.endswith((".py", ".pyi")):
+            idx = self._index(path)
+            for mpath in self._imported_files(idx, path, text):
+                muri = path_to_uri(mpath)
+                if muri in names:
+                    continue  # open: its document's text is already in the pool
+                mlines, wins = idx.windows_of(mpath)
+                if wins:
+                    pool.append((muri, wins))
+                    lines_of[muri], names[muri] = mlines, (muri, mpath)
         out = []
         for score, key, w in S.best_windows(q, pool, MAX_SIMILAR):
-            d = by_uri[key]
-            lines = texts[key].split("\n")[w.first:w.last + 1]
-            text = "\n".join(lines).rstrip()
-            if text:
-                out.append(Piece(d.uri, self._rel(d.uri, d.path), w.first, w.last, text,
-                                 f"similar code ({score:.2f})"))
+            body = "\n".join(lines_of[key][w.first:w.last + 1]).rstrip()
+            if body:
+                u, p = names[key]
+                out.append(Piece(u, self._rel(u, p), w.first, w.last, body, f"similar code ({score:.2f})"))
         return out
+
+    def _imported_files(self, idx: WorkspaceIndex, path: str, text: str) -> list[str]:
+        """The workspace files `text` imports from (import order, at most NEIGHBOUR_FILES)."""
+        out: list[str] = []
+        for imp in O.imports(text):
+            try:
+                cands = [_resolve_from(idx, imp.module, path)] if imp.module else []
+                if imp.names and (not cands or cands[0] is None or os.path.basename(cands[0]) == "__init__.py"):
+                    cands += [_resolve_from(idx, _join(imp.module, n), path) for n in imp.names]
+            except Exception:
+                continue
+            for c in cands:
+                if c and c not in out and os.path.abspath(c) != os.path.abspath(path) \
+                        and os.path.basename(c) != "__init__.py":
+                    out.append(c)
+            if len(out) >= NEIGHBOUR_FILES:
+                break
+        return out[:NEIGHBOUR_FILES]
 
     # -- rendering ----------------------------------------------------------------------------
     def block(self, codec, context: Context, budget_tokens: int) -> ContextBlock | None:
@@ -473,6 +550,32 @@ def render_block(codec, context: Context, budget_tokens: int, key: tuple = ()) -
     ids += tail
     text += f"<|file_sep|>{context.path}\n"
     return ContextBlock(tuple(ids), sources, key or (context.key, budget_tokens), text)
+
+
+class _Memo(dict):
+    """Reads from `old`, writes what was used to `fresh` (so the memo never outgrows one version)."""
+
+    def __init__(self, old: dict, fresh: dict):
+        super().__init__()
+        self.old, self.fresh = old, fresh
+
+    def get(self, key, default=None):
+        v = self.fresh.get(key)
+        if v is None:
+            v = self.old.get(key)
+            if v is not None:
+                self.fresh[key] = v
+        return default if v is None else v
+
+    def __setitem__(self, key, value):
+        self.fresh[key] = value
+
+
+def _interleave(defs: list[Piece], similar: list[Piece]) -> list[Piece]:
+    """Priority order of the pieces: the best similar window (how code near here is written,
+    which the definitions do not show), the nearest definitions, the next window, then the
+    rest."""
+    return similar[:1] + defs[:3] + similar[1:2] + defs[3:] + similar[2:]
 
 
 def _use_distance(text: str, names: set[str], line_start: int, line_end: int) -> dict[str, int]:
