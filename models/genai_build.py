@@ -27,6 +27,12 @@ GENAI_VARIANTS = {
     "cpu-fp32": ("fp32", "cpu"),
     "cuda-fp16": ("fp16", "cuda"),
 }
+# MatMulNBits block size of the integer CPU variants: one float scale per BLOCK weights, and
+# (accuracy level 4) activations quantized to int8 per block of the same size. Chosen by
+# measurement (README, "Choosing the CPU variant"): against 32, the builder's default, 128
+# reads 8% fewer weight bytes per decoded token and is faster in prefill and decode, with the
+# same line-completion exact match on held-out code.
+QUANT_BLOCK_SIZE = 128
 BUILDER_VERSION = "0.18.0"
 REPO = Path(__file__).resolve().parent.parent
 
@@ -52,8 +58,11 @@ def builder_python() -> str:
 def build_genai(hf_dir: Path, out_dir: Path, variant: str, hf_digest: str) -> Path:
     """Build one serving variant with the builder; skipped when the checkpoint is unchanged."""
     precision, ep = GENAI_VARIANTS[variant]
+    options = ["prune_lm_head=true", "hf_token=false"]  # prune: logits for the last position only
+    if precision in ("int8", "int4"):
+        options.append(f"block_size={QUANT_BLOCK_SIZE}")
     stamp = Stamp(out_dir / ".genai.json", {"hf": hf_digest, "precision": precision, "ep": ep,
-                                            "builder": BUILDER_VERSION, "prune_lm_head": True, "v": 1})
+                                            "builder": BUILDER_VERSION, "options": options, "v": 2})
     if (out_dir / "genai_config.json").exists() and stamp.fresh():
         log(f"{out_dir.name} up to date")
         return out_dir
@@ -61,9 +70,7 @@ def build_genai(hf_dir: Path, out_dir: Path, variant: str, hf_digest: str) -> Pa
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     cmd = [builder_python(), "-m", "onnxruntime_genai.models.builder", "-i", str(hf_dir), "-o", str(tmp),
-           "-p", precision, "-e", ep, "-c", str(tmp / "cache"),
-           # Logits for the last position only: a prompt's other positions are never read.
-           "--extra_options", "prune_lm_head=true", "hf_token=false"]
+           "-p", precision, "-e", ep, "-c", str(tmp / "cache"), "--extra_options", *options]
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", ORT_DISABLE_TELEMETRY="1",
                PYTHONWARNINGS="ignore")
     with step(f"building {variant} with onnxruntime-genai's model builder ({precision}, {ep})"):
