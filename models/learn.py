@@ -722,6 +722,10 @@ def write_report(d: Path, report: dict, history: dict, before, after) -> None:
              f"tokens, {tr.get('tokens_per_s')} tokens/s ({tr.get('step_s')} s a step, {tr.get('threads')} thread(s)), "
              f"{tr.get('train_s')} s with the curve points; final loss "
              f"{tr.get('final_loss', float('nan')):.4f}; {tr.get('trainable_params', 0):,} trainable parameters.",
+             f"Examples: {tr.get('tokens_per_example')} tokens each on average, {tr.get('context_tokens_per_example')} "
+             f"of them other files' context ({tr.get('context_examples')} of {tr.get('examples')} examples carry a "
+             f"context block)." + (f" Resumed from the checkpoint at step {tr['resumed_from_step']} of an "
+                                   "interrupted run." if tr.get("resumed_from_step") else ""),
              f"Whole run {report['seconds_total']} s, peak memory {report['peak_rss_mib']} MiB, machine: "
              f"{report['machine']['cpus']} CPUs ({report['machine']['note']}).", ""]
     if png:
