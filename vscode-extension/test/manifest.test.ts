@@ -29,7 +29,7 @@ describe('package.json', () => {
       'tandem.verifyTimeoutMs': ['integer', 5000],
       'tandem.maxTokensFunction': ['integer', 320],
       'tandem.functionPrompt': ['string', 'auto'],
-      'tandem.contextShare': ['number', 0.3],
+      'tandem.contextShare': ['number', 0.4],
       'tandem.contextSources': ['array', ['imports', 'similar', 'path']],
       'tandem.backend': ['string', 'local'],
       'tandem.endpoint': ['string', ''],
