@@ -18,8 +18,8 @@ from .common import (BUNDLE_NAME, FIM_TOKENS, MANIFEST_NAME, STOP_TOKENS, Pipeli
 
 VARIANTS = {
     "onnx-fp32": {"precision": "fp32", "device": "cpu"},
-    "cpu-int8": {"precision": "int8 weight-only (MatMulNBits, block 32)", "device": "cpu", "bits": 8},
-    "cpu-int4": {"precision": "int4 weight-only (MatMulNBits, block 32)", "device": "cpu", "bits": 4},
+    "cpu-int8": {"precision": "int8 weight-only", "device": "cpu", "bits": 8},
+    "cpu-int4": {"precision": "int4 weight-only", "device": "cpu", "bits": 4},
     "cuda-fp16": {"precision": "fp16", "device": "cuda"},
     "cpu-fp32": {"precision": "fp32", "device": "cpu"},
 }
@@ -118,7 +118,7 @@ def write_variant_manifest(variant_dir: Path, name: str, hf_dir: Path, source: d
         "format": "tandem-model/1",
         "name": source.get("name", hf_dir.parent.name),
         "variant": name,
-        "precision": VARIANTS[name]["precision"],
+        "precision": describe_precision(variant_dir, VARIANTS[name]["precision"]),
         "device": VARIANTS[name]["device"],
         "source": source,
         "architecture": {k: config.get(k) for k in (
@@ -134,6 +134,24 @@ def write_variant_manifest(variant_dir: Path, name: str, hf_dir: Path, source: d
     }
     write_json(variant_dir / MANIFEST_NAME, manifest)
     return manifest
+
+
+def describe_precision(variant_dir: Path, base: str) -> str:
+    """The variant's precision as its graph has it: the MatMulNBits bits, block size and
+    accuracy level are read from the graph (not assumed), e.g. "int8 weight-only (MatMulNBits,
+    block 128, int8 activations)"."""
+    import onnx
+
+    try:
+        graph = onnx.load(str(variant_dir / "model.onnx"), load_external_data=False).graph
+    except Exception:  # noqa: BLE001 - a label only; the parity check judges the graph
+        return base
+    for node in graph.node:
+        if node.op_type == "MatMulNBits":
+            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            acts = ", int8 activations" if attrs.get("accuracy_level") == 4 else ""
+            return f"{base} (MatMulNBits, block {attrs.get('block_size')}{acts})"
+    return base
 
 
 def write_bundle(model_dir: Path, name: str, variants: dict[str, str], notes: str = "") -> None:
