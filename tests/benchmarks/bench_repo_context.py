@@ -29,7 +29,9 @@ Latency includes gathering the context.
         [--none-from earlier.json]   # reuse an earlier run's no-context arm (same sites, same model)
 
 The summary pairs the two arms site by site: sites gained (exact with context only), lost
-(exact without context only), and an exact two-sided sign test on those.
+(exact without context only), and an exact two-sided sign test on those. It also counts the
+sites where the context block's token ids stay the same (its KV cache reused) when the user
+types at the end of the site's line, and when they press Enter there.
 """
 from __future__ import annotations
 
@@ -190,6 +192,24 @@ def run_site(engine, svc, settings, site, text_at, use_context: bool) -> dict:
     return out
 
 
+def block_kept(codec, svc, settings, site, text: str) -> dict:
+    """Whether the context block's ids stay the same when, at the end of the site's (whole)
+    line, the user types a character, and when they press Enter (a new line, same indent).
+    Gathered without a deadline: this asks what the providers find, not whether in time."""
+    uri, end = path_to_uri(site["path"]), site["line_end"]
+    line = text[text.rfind("\n", 0, end) + 1:end]
+    indent = line[:len(line) - len(line.lstrip())]
+    budget = int(settings.contextTokens * settings.contextShare)
+
+    def ids(t: str, at: int) -> tuple:
+        b = svc.block(codec, svc.gather(uri, t, at, settings.contextSources, budget_s=30.0), budget)
+        return b.ids if b else ()
+
+    here = ids(text, end)
+    return {"typing": here == ids(text[:end] + "x" + text[end:], end + 1),
+            "enter": here == ids(text[:end] + "\n" + indent + text[end:], end + 1 + len(indent))}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--cases", type=int, default=90)
@@ -233,6 +253,7 @@ def main() -> None:
             raise SystemExit(f"{args.none_from} lacks the site {site['file']}:{site['line'] + 1}")
         row["none"] = prev or run_site(engine, svc, without, site, (doc, site["cut"]), False)
         row["context"] = run_site(engine, svc, with_ctx, site, (doc, site["cut"]), True)
+        row["context"]["block_kept"] = block_kept(engine.model.codec, svc, with_ctx, site, text)
         svc.shutdown()
         for k in ("none", "context"):
             row[k]["exact"] = row[k]["cold"]["text"] == site["target"]
@@ -276,6 +297,8 @@ def summarize(results: list[dict]) -> dict:
                      "es_better": sum(r["context"]["es"] > r["none"]["es"] + 1e-9 for r in results),
                      "es_worse": sum(r["context"]["es"] < r["none"]["es"] - 1e-9 for r in results),
                      "context_skipped": sum(bool(r["context"]["cold"].get("skipped")) for r in results),
+                     "block_kept_typing": sum(r["context"].get("block_kept", {}).get("typing", False) for r in results),
+                     "block_kept_enter": sum(r["context"].get("block_kept", {}).get("enter", False) for r in results),
                      "context_empty": sum(not r["context"]["cold"]["context_tokens"] for r in results)}
     return out
 
