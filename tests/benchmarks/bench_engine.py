@@ -105,6 +105,11 @@ class GenaiNative:
         if device == "cuda":
             config.append_provider("cuda")
             config.set_provider_option("cuda", "enable_cuda_graph", "1")
+        else:  # the same threads as Tandem's session (left unset, genai's runs on about one core)
+            import json
+            from tandem.model.backend import default_threads, physical_cores
+            threads = default_threads() or physical_cores()
+            config.overlay(json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": threads}}}}))
         self.model = og.Model(config)
 
     def run(self, prompt: list[int], new: int) -> dict:

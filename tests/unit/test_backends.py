@@ -177,3 +177,10 @@ def test_model_size_chooses_the_default_model(tmp_path, monkeypatch):
     s, errors = parse_settings({"modelSize": "7b"})
     assert s.modelSize == "auto" and "modelSize" in errors[0]
     assert parse_settings({"modelSize": "1.5b"})[0].restart_needed(parse_settings({})[0])
+
+
+def test_physical_cores_counts_the_cores_this_process_may_use():
+    import os
+    from tandem.model.backend import physical_cores
+    n = physical_cores()
+    assert 1 <= n <= len(os.sched_getaffinity(0))

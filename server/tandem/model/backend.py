@@ -223,3 +223,27 @@ def default_threads() -> int | None:
     """Leave onnxruntime's choice (physical cores) unless TANDEM_THREADS says otherwise."""
     v = os.environ.get("TANDEM_THREADS")
     return int(v) if v and v.isdigit() and int(v) > 0 else None
+
+
+def physical_cores() -> int:
+    """The physical cores this process may run on (what onnxruntime's own default uses for a
+    session): hyperthread siblings counted once, the CPU affinity mask respected."""
+    try:
+        allowed = os.sched_getaffinity(0)
+    except AttributeError:  # not Linux
+        allowed = set(range(os.cpu_count() or 1))
+    cores, cpu, phys = set(), None, "0"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key, value = key.strip(), value.strip()
+                if key == "processor":
+                    cpu = int(value)
+                elif key == "physical id":
+                    phys = value
+                elif key == "core id" and cpu in allowed:
+                    cores.add((phys, value))
+    except (OSError, ValueError):
+        cores = set()
+    return max(1, len(cores) or len(allowed))
