@@ -225,14 +225,19 @@ class ContextService:
         """The similar-code windows of the document and of the modules it imports."""
         fresh: dict = {}
         S.windows(text, fresh)
-        with self._lock:
-            self._own_windows[uri] = fresh
-            while len(self._own_windows) > RECENT_DOCS:
-                self._own_windows.popitem(last=False)
+        self._keep_own_windows(uri, fresh)
         idx = self._index(path)
         for mpath in self._imported_files(idx, path, text):
             idx.windows_of(mpath)
         return []
+
+    def _keep_own_windows(self, uri: str, memo: dict) -> None:
+        """A document's window memo (window text -> identifiers), for its RECENT_DOCS latest."""
+        with self._lock:
+            self._own_windows[uri] = memo
+            self._own_windows.move_to_end(uri)
+            while len(self._own_windows) > RECENT_DOCS:
+                self._own_windows.popitem(last=False)
 
     def settle(self, timeout: float) -> bool:
         """Wait (at most `timeout` s) for the providers running in the background, e.g. a
@@ -257,29 +262,23 @@ class ContextService:
         rel = self._rel(uri, path)
         stamp = self._others_stamp(uri)
         jobs: list[tuple[str, tuple, object, tuple]] = []
+        # The cursor's line, and a digest of the file without it: both providers read the rest
+        # of the file, and their answers stay the same while the user types on that line.
+        ls = text.rfind("\n", 0, offset) + 1
+        le = text.find("\n", offset)
+        le = len(text) if le < 0 else le
+        line = text.count("\n", 0, ls)
+        rest = hashlib.sha1((text[:ls] + text[le:]).encode("utf-8", "replace")).hexdigest()
         if "imports" in sources and path and path.endswith((".py", ".pyi")):
-            # The file without the cursor's line, and the cursor's 16-line block: what decides
-            # which imported names are used nearest (unchanged while the user types on a line).
-            ls = text.rfind("\n", 0, offset) + 1
-            le = text.find("\n", offset)
-            le = len(text) if le < 0 else le
-            rest = hashlib.sha1((text[:ls] + text[le:]).encode("utf-8", "replace")).hexdigest()
-            anchor = text.count("\n", 0, ls) // ANCHOR_LINES
-            key = self._imports_key(path, text, stamp) + (rest, anchor)
+            # Which imported names are used nearest is decided per 16-line block of the cursor.
+            key = self._imports_key(path, text, stamp) + (rest, line // ANCHOR_LINES)
             jobs.append(("imports", key, self._imports, (path, text, ls, le)))
         if "similar" in sources:
-            ls = text.rfind("\n", 0, offset) + 1
-            le = text.find("\n", offset)
-            le = len(text) if le < 0 else le
-            line = text.count("\n", 0, ls)
             q = S.query_lines(text, offset, S.QUERY_ALIGN)
             if len(S.tokens(q)) >= S.MIN_QUERY_TOKENS:
                 line -= line % S.QUERY_ALIGN  # the first line of the cursor's block: one answer per block
             else:  # the file's first block: the lines above the cursor's line
                 q = S.query_lines(text, offset)
-            # The file itself away from the cursor counts too, so its text (without the cursor's
-            # line, which changes while the user types) is part of the key.
-            rest = hashlib.sha1((text[:ls] + text[le:]).encode("utf-8", "replace")).hexdigest()
             key = ("similar", uri, hashlib.sha1(q.encode("utf-8", "replace")).hexdigest(), stamp,
                    rest, line)
             jobs.append(("similar", key, self._similar, (uri, q, path, text, line)))
@@ -445,11 +444,7 @@ class ContextService:
             fresh: dict = {}
             wins = [w for w in S.windows(text, _Memo(memo, fresh))
                     if w.last < line - S.SELF_SKIP_ABOVE or w.first > line + S.QUERY_ALIGN + S.SELF_SKIP_BELOW]
-            with self._lock:  # only the windows of this version are kept
-                self._own_windows[uri] = fresh
-                self._own_windows.move_to_end(uri)
-                while len(self._own_windows) > RECENT_DOCS:
-                    self._own_windows.popitem(last=False)
+            self._keep_own_windows(uri, fresh)  # only the windows of this version are kept
             if wins:
                 pool.append((uri, wins))
                 lines_of[uri], names[uri] = own, (uri, path)
