@@ -380,14 +380,22 @@ export class TandemController implements vscode.Disposable {
     await this.restart();
   }
 
+  /** The language client when the server is running; otherwise says so and gives undefined. */
+  private runningClient(): TandemClient | undefined {
+    if (this.client && this.phase === 'running') {
+      return this.client;
+    }
+    void vscode.window.showWarningMessage('Tandem: the server is not running. Run "Tandem: Restart Server" or see the log.');
+    return undefined;
+  }
+
   // ---- learning (server: tandem/features/learn.py) ----------------------------------------
 
   /** "Tandem: Learn from this workspace": the server fine-tunes in its own process and reports
    * `$/progress` (shown, cancellable, by the language client); this shows the outcome. */
   async learnWorkspace(): Promise<void> {
-    const client = this.client;
-    if (!client || this.phase !== 'running') {
-      void vscode.window.showWarningMessage('Tandem: the server is not running. Run "Tandem: Restart Server" or see the log.');
+    const client = this.runningClient();
+    if (!client) {
       return;
     }
     const folder = vscode.window.activeTextEditor
@@ -414,9 +422,8 @@ export class TandemController implements vscode.Disposable {
 
   /** "Tandem: Roll Back Model Version": back to the version served before (the base at the start). */
   async rollbackModel(): Promise<void> {
-    const client = this.client;
-    if (!client || this.phase !== 'running') {
-      void vscode.window.showWarningMessage('Tandem: the server is not running.');
+    const client = this.runningClient();
+    if (!client) {
       return;
     }
     const r = (await client.executeCommand('tandem.rollbackModelVersion', [])) as
@@ -429,9 +436,8 @@ export class TandemController implements vscode.Disposable {
 
   /** "Tandem: Switch Model Version...": pick among the versions `tandem learn` made. */
   async pickModelVersion(): Promise<void> {
-    const client = this.client;
-    if (!client || this.phase !== 'running') {
-      void vscode.window.showWarningMessage('Tandem: the server is not running.');
+    const client = this.runningClient();
+    if (!client) {
       return;
     }
     const r = (await client.executeCommand('tandem.listModelVersions', [])) as
@@ -458,9 +464,8 @@ export class TandemController implements vscode.Disposable {
       void vscode.window.showInformationMessage('Tandem: open a file and select the code to explain.');
       return;
     }
-    const client = this.client;
-    if (!client || this.phase !== 'running') {
-      void vscode.window.showWarningMessage('Tandem: the server is not running. Run "Tandem: Restart Server" or see the log.');
+    const client = this.runningClient();
+    if (!client) {
       return;
     }
     const sel = editor.selection;
