@@ -205,17 +205,21 @@ class OpenAIBackend:
     def probe_logprobs(self) -> bool:
         """Ask for one token with logprobs, not streamed: False (and stop asking for them) when
         the server refuses them. A streamed refusal can only cut the stream (llama-cpp-python
-        raises inside its generator after the 200), which says nothing about why."""
+        raises inside its generator after the 200), which says nothing about why. Asked once."""
+        self._probed = True
         try:
             r = self._client.post("/v1/completions", timeout=30.0, json={
                 "model": self.model, "prompt": "x", "max_tokens": 1, "logprobs": 1, "temperature": 0.0})
         except self._httpx.HTTPError:
             return self.want_logprobs
         if r.status_code != 200 and _refuses_logprobs(r.text):
-            log.warning("%s gives no per-token log-probabilities; the hover's confidence will be unknown for "
-                        "what it writes", self.shown)
-            self.want_logprobs = False
+            self._no_logprobs()
         return self.want_logprobs
+
+    def _no_logprobs(self) -> None:
+        log.warning("%s gives no per-token log-probabilities; the hover's confidence will be unknown for "
+                    "what it writes", self.shown)
+        self.want_logprobs = False
 
     def tokenizer_check(self) -> str | None:
         """None when the server tokenizes the probe text as the local tokenizer does, else a
@@ -327,9 +331,7 @@ class OpenAIBackend:
                     status, err, headers = item[1], item[2], item[3]
                     # 400/422; llama-cpp-python's server answers its validation errors with 500.
                     if status in (400, 422, 500) and self.want_logprobs and _refuses_logprobs(err):
-                        log.warning("%s gives no per-token log-probabilities; the hover's confidence will be "
-                                    "unknown for what it writes", self.shown)
-                        self.want_logprobs = False
+                        self._no_logprobs()
                         raise _Resend()
                     if status in (400, 422, 500) and self.ids_prompt and _refuses_ids(err):
                         log.info("%s takes no token-id prompts; sending text with special tokens", self.shown)
@@ -597,7 +599,6 @@ def load_remote(path: str | None, size: str, endpoint: str, api_model: str, api_
             if (problem := lm.tokenizer_check()) is not None:
                 notes.append(problem)
             lm.probe_logprobs()
-            lm._probed = True
         else:
             notes.append(f"{lm.last_error}; completions resume as soon as it answers.")
     try:
