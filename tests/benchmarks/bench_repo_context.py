@@ -36,14 +36,12 @@ types at the end of the site's line, and when they press Enter there.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
 import random
 import re
 import statistics
-import subprocess
 import sys
 import tarfile
 import time
@@ -57,6 +55,7 @@ from tandem.context import outline as O  # noqa: E402
 from tandem.context.service import ContextService, path_to_uri  # noqa: E402
 from tandem.learn.evaluate import edit_similarity  # noqa: E402
 from tandem.settings import Settings  # noqa: E402
+from sdist import fetch_sdist  # noqa: E402  (tests/benchmarks/sdist.py)
 
 PACKAGES = [
     # name, version, sha256 of the sdist, folder of the package inside it, licence
@@ -73,14 +72,7 @@ SEED = 11
 
 def fetch(name: str, version: str, sha: str) -> Path:
     """The unpacked sdist (downloaded once, verified every time)."""
-    CACHE.mkdir(parents=True, exist_ok=True)
-    archive = CACHE / f"{name}-{version}.tar.gz"
-    if not archive.exists():
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-                        f"{name}=={version}", "-d", str(CACHE)], check=True)
-    got = hashlib.sha256(archive.read_bytes()).hexdigest()
-    if got != sha:
-        raise SystemExit(f"{archive}: sha256 {got}, expected {sha}; delete it and run again")
+    archive = fetch_sdist(name, version, sha, CACHE)
     out = CACHE / "src" / f"{name}-{version}"
     if not out.exists():
         with tarfile.open(archive) as tf:

@@ -36,13 +36,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import hashlib
 import io
 import json
 import os
 import random
 import statistics
-import subprocess
 import sys
 import tarfile
 import time
@@ -54,6 +52,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from tandem.learn.evaluate import edit_similarity as similarity  # noqa: E402  (1 - Levenshtein / longer)
+from sdist import fetch_sdist  # noqa: E402  (tests/benchmarks/sdist.py)
 
 SOURCE = {
     "name": "apache-superset-core", "version": "0.1.0", "license": "Apache-2.0",
@@ -75,16 +74,7 @@ def cache_dir() -> Path:
 
 def fetch_source(cache: Path) -> Path:
     """The pinned sdist, downloaded once (pip, no dependencies, no build) and checked."""
-    path = cache / SOURCE["file"]
-    if not path.exists():
-        cache.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-                        "--disable-pip-version-check", "-q", "-d", str(cache),
-                        f"{SOURCE['name']}=={SOURCE['version']}"], check=True, timeout=600)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    if digest != SOURCE["sha256"]:
-        raise SystemExit(f"{path}: sha256 {digest}, expected {SOURCE['sha256']}; delete it and rerun")
-    return path
+    return fetch_sdist(SOURCE["name"], SOURCE["version"], SOURCE["sha256"], cache, SOURCE["file"])
 
 
 def read_source(sdist: Path) -> tuple[list[tuple[str, str]], str]:
