@@ -99,18 +99,11 @@ class GenaiNative:
 
     def __init__(self, variant: Path, device: str):
         import onnxruntime_genai as og
+        from tandem.model.backend import default_threads
+        from tandem.model.genai import runtime_config
         self.og = og
-        config = og.Config(str(variant))
-        config.clear_providers()
-        if device == "cuda":
-            config.append_provider("cuda")
-            config.set_provider_option("cuda", "enable_cuda_graph", "1")
-        else:  # the same threads as Tandem's session (left unset, genai's runs on about one core)
-            import json
-            from tandem.model.backend import default_threads, physical_cores
-            threads = default_threads() or physical_cores()
-            config.overlay(json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": threads}}}}))
-        self.model = og.Model(config)
+        # The configuration Tandem serves with (CUDA graphs; on a CPU the same threads).
+        self.model = og.Model(runtime_config(variant, device, default_threads()))
 
     def run(self, prompt: list[int], new: int) -> dict:
         og = self.og

@@ -46,6 +46,30 @@ def is_genai_model(directory: Path) -> bool:
     return (Path(directory) / CONFIG_NAME).is_file()
 
 
+def runtime_config(directory: Path, device: str, threads: int | None = None, session_options: dict | None = None):
+    """The runtime's configuration for a graph as Tandem serves it (also what the benchmark
+    gives genai's own loop): CUDA with graphs for decode steps, or the CPU on every physical core."""
+    if device == "cuda":
+        preload_cuda_libraries()
+    config = _og().Config(str(directory))
+    config.clear_providers()
+    if device == "cuda":
+        config.append_provider("cuda")
+        # Decode steps (one token) replay a captured CUDA graph: launches cost nothing.
+        config.set_provider_option("cuda", "enable_cuda_graph", "1")
+    options = dict(session_options or {})
+    if not threads and device != "cuda":
+        # Measured (README "Serving speed", on a CPU): left unset, the runtime's CPU session
+        # ran the prompt on about one core (2 cores: 2.43 s for 1,024 tokens against 1.34 s
+        # with both). Every physical core, as onnxruntime's own sessions default to.
+        threads = physical_cores()
+    if threads:
+        options["intra_op_num_threads"] = threads
+    if options:
+        config.overlay(json.dumps({"model": {"decoder": {"session_options": options}}}))
+    return config
+
+
 @dataclass
 class _Slot:
     generator: object
@@ -58,26 +82,7 @@ class GenaiLM:
 
     def __init__(self, directory: Path, device: str, threads: int | None = None, context_length: int | None = None,
                  session_options: dict | None = None):
-        if device == "cuda":
-            preload_cuda_libraries()
-        og = _og()
-        config = og.Config(str(directory))
-        config.clear_providers()
-        if device == "cuda":
-            config.append_provider("cuda")
-            # Decode steps (one token) replay a captured CUDA graph: launches cost nothing.
-            config.set_provider_option("cuda", "enable_cuda_graph", "1")
-        options = dict(session_options or {})
-        if not threads and device != "cuda":
-            # Measured (README "Serving speed", on a CPU): left unset, the runtime's CPU session
-            # ran the prompt on about one core (2 cores: 2.43 s for 1,024 tokens against 1.34 s
-            # with both). Every physical core, as onnxruntime's own sessions default to.
-            threads = physical_cores()
-        if threads:
-            options["intra_op_num_threads"] = threads
-        if options:
-            config.overlay(json.dumps({"model": {"decoder": {"session_options": options}}}))
-        self.model = og.Model(config)
+        self.model = _og().Model(runtime_config(directory, device, threads, session_options))
         self.directory = Path(directory)
         self.device = "cuda" if device == "cuda" else "cpu"
         with open(self.directory / CONFIG_NAME) as f:  # the graph's own limit (rotary cache size)
