@@ -39,6 +39,7 @@ from tandem.learn import versions as V
 from tandem.learn.evaluate import CONTEXT_TOKENS, PREFIX_SHARE, evaluate_path
 from tandem.settings import Settings
 from tandem.learn.workspace import WorkspaceError, collect, cut_sites, split
+from tandem.model.loader import sha256_file
 
 from .common import MANIFEST_NAME, PipelineError, read_json, write_json
 from .finetune import SERVING_PREFIX_SHARE, FimSampler, FinetuneConfig, _bucket
@@ -221,24 +222,6 @@ class CheckpointError(Exception):
     """A checkpoint that cannot be used (corrupt, truncated, from other settings)."""
 
 
-def _sha256(path: Path) -> str:
-    import hashlib
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _write_json_atomic(path: Path, data) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        f.write(json.dumps(data, indent=1) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def save_checkpoint(run: Path, key: str, state: dict, tensors: dict) -> None:
     """`tensors` (the adapter's weights, the optimizer's state) to checkpoint-<step>.pt, then the
     pointer naming it with its size and sha256: a kill at any moment leaves either the previous
@@ -251,8 +234,8 @@ def save_checkpoint(run: Path, key: str, state: dict, tensors: dict) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, run / name)
-    _write_json_atomic(run / CHECKPOINT, {**state, "key": key, "file": name, "bytes": (run / name).stat().st_size,
-                                          "sha256": _sha256(run / name), "saved": time.time()})
+    V.write_json_atomic(run / CHECKPOINT, {**state, "key": key, "file": name, "bytes": (run / name).stat().st_size,
+                                          "sha256": sha256_file(run / name), "saved": time.time()})
     for old in run.glob("checkpoint-*.pt"):
         if old.name != name:
             old.unlink(missing_ok=True)
@@ -270,7 +253,7 @@ def load_checkpoint(run: Path, key: str) -> tuple[dict, dict] | None:
         f = run / str(state["file"])
         if state.get("key") != key:
             raise CheckpointError("it was made with other settings or data")
-        if not f.is_file() or f.stat().st_size != state["bytes"] or _sha256(f) != state["sha256"]:
+        if not f.is_file() or f.stat().st_size != state["bytes"] or sha256_file(f) != state["sha256"]:
             raise CheckpointError(f"{f.name} does not match its recorded size and sha256")
         tensors = torch.load(f, map_location="cpu", weights_only=True)
         if not isinstance(tensors, dict) or "adapter" not in tensors or "optimizer" not in tensors:
@@ -571,7 +554,7 @@ def _learn(coll, train_files, held, sites, key, resume, bundle, hf_dir, run, vid
         before = evaluate_path(str(bundle), sites, settings=settings, context=context, cancel=cancel,
                                on_site=on_site("eval-before"), time_limit_s=cfg.eval_share * cfg.budget_s)
         eval_s = time.monotonic() - t
-        _write_json_atomic(run / BEFORE, {"key": key, "eval_s": eval_s, "result": before.to_json(samples=10**6)})
+        V.write_json_atomic(run / BEFORE, {"key": key, "eval_s": eval_s, "result": before.to_json(samples=10**6)})
     sites = sites[:before.sites]  # the same sites after training
     if cancel.is_set():
         raise Cancelled()

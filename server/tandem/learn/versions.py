@@ -51,9 +51,14 @@ def _read(path: Path) -> dict | list | None:
         return None
 
 
-def _write_atomic(path: Path, data) -> None:
+def write_json_atomic(path: Path, data) -> None:
+    """JSON to `path` in one rename, flushed to the disk first: a kill or a crash leaves the old
+    file or the new one whole (the bundle switch, the version history, a learning run's checkpoint)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    with open(tmp, "w") as f:
+        f.write(json.dumps(data, indent=2) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
@@ -138,14 +143,14 @@ def switch(bundle: Path, vid: str, record: bool = True) -> dict:
         else:
             new["active_version"] = vid
         if new != data:
-            _write_atomic(bundle / BUNDLE_NAME, new)
+            write_json_atomic(bundle / BUNDLE_NAME, new)
         if record:
             hist_path = bundle / VERSIONS_DIR / "history.json"
             hist = _read(hist_path)
             hist = hist if isinstance(hist, list) else []
             if not hist or hist[-1] != vid:
                 hist.append(vid)
-                _write_atomic(hist_path, hist[-100:])
+                write_json_atomic(hist_path, hist[-100:])
     return next(v for v in list_versions(bundle) if v["id"] == vid)
 
 
@@ -163,7 +168,7 @@ def rollback(bundle: Path) -> dict:
     if target == current:
         raise VersionError("nothing to roll back to: the base model is already active.")
     result = switch(bundle, target, record=False)
-    _write_atomic(bundle / VERSIONS_DIR / "history.json", hist)
+    write_json_atomic(bundle / VERSIONS_DIR / "history.json", hist)
     return result
 
 
