@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
@@ -60,3 +61,32 @@ def test_corrupt_gguf_is_refused(tmp_path):
     bad.write_bytes(b"GGUF" + b"\0" * 100)
     with pytest.raises(PipelineError, match="could not read"):
         build(source=str(bad), home=tmp_path / "home")
+
+
+def test_a_build_that_fills_the_disk_keeps_the_model_that_serves(tiny_model, tmp_path, monkeypatch):
+    """The builder dying of a full disk (ENOSPC) halfway through writing a variant: a message
+    that says what to do, the variant that was there is untouched and still loads, nothing
+    half-built is left where the server looks. The disk filling up is the one thing faked: a
+    builder that writes part of a graph, then fails as the real one does on ENOSPC."""
+    from tandem.model.loaded import load_model
+    from tandem.model.loader import sha256_file
+
+    out = build(source=str(tiny_model / "hf"), name="mine", home=tmp_path)
+    before = {p.name: sha256_file(p) for p in (out / "cpu-int8").iterdir() if p.is_file() and not p.name.startswith(".")}
+    full_disk = tmp_path / "full-disk-builder.py"
+    full_disk.write_text(
+        f"#!{sys.executable}\n"
+        "import sys, pathlib\n"
+        "out = pathlib.Path(sys.argv[sys.argv.index('-o') + 1])\n"
+        "(out / 'model.onnx').write_bytes(b'half a graph')\n"
+        "sys.stderr.write('OSError: [Errno 28] No space left on device\\n')\n"
+        "sys.exit(1)\n")
+    full_disk.chmod(0o755)
+    monkeypatch.setenv("TANDEM_GENAI_BUILDER_PYTHON", str(full_disk))  # the builder's own setting
+    (out / "cpu-int8" / ".genai.json").unlink()  # the stamp gone: the variant must be rebuilt
+    with pytest.raises(PipelineError, match="disk filled up.*nothing half-built is kept"):
+        build(source=str(tiny_model / "hf"), name="mine", home=tmp_path)
+    assert not list(out.glob(".tmp-*"))
+    assert {p.name: sha256_file(p) for p in (out / "cpu-int8").iterdir() if p.is_file() and not p.name.startswith(".")} == before
+    model = load_model(str(out), "cpu")
+    assert model.lm.generate([1, 2, 3], max_new_tokens=2, stop_ids=set()).ids

@@ -96,6 +96,12 @@ def load_model(path: str | None, device: str, size: str = "auto") -> LoadedModel
         time.sleep(delay)
     providers, note = choose_providers(device)
     wanted = "cuda" if providers[0] == "CUDAExecutionProvider" else "cpu"
+    requested = path
+    if not path and size == "1.5b" and wanted != "cuda":
+        # The 1.5B is built for the GPU only: without one, the 0.5B keeps serving, and says so.
+        note = " ".join(filter(None, [note, "`tandem.modelSize` is '1.5b', which runs on an NVIDIA GPU only; "
+                                            "serving the 0.5B model on the CPU."]))
+        size = "0.5b"
     path = path or default_model_for(size, wanted)
     files = resolve_model(path, wanted)
     fim, stop_ids = special_ids(files)
@@ -114,7 +120,9 @@ def load_model(path: str | None, device: str, size: str = "auto") -> LoadedModel
         log.warning("the GPU variant failed to load (%s); trying the CPU", e)
         note = (f"A GPU was found but the model could not be loaded on it ({str(e)[:200]}); "
                 "running on the CPU.")
-        return dataclasses.replace(load_model(None if size == "auto" else path, "cpu", size), note=note)
+        # The user's own model path stays; a default model falls back to the default CPU model
+        # (the 1.5B has no CPU variant).
+        return dataclasses.replace(load_model(requested, "cpu", "auto"), note=note)
     if wanted == "cuda" and lm.device != "cuda":
         note = "A GPU was found but onnxruntime could not use it (CUDA/cuDNN libraries?); running on the CPU."
     try:
