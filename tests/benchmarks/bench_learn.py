@@ -12,7 +12,9 @@ the sdist is extracted afresh into ~/.cache/tandem/bench-learn/src/ (the workspa
 runs as a subprocess (one at a time: on 2 cores two runs would measure each other), with a
 timeout (SIGTERM, which learn treats as a cancel, then SIGKILL). The table is read from the
 run's report.json; peak memory is both the learn process's own (report.json, ru_maxrss) and
-the sampled sum of the resident memory of its whole process group (every 0.5 s).
+the sampled sum of the resident memory of its whole process group (every 0.5 s; pages two
+processes share count twice). They differ: the serving-variant build runs onnxruntime-genai's
+builder as a second process while learn still holds its model, and ru_maxrss sees learn only.
 
 The private copy: learn writes only under <bundle>/versions/ (its lock, its hidden .run-*
 folder, the kept version), rewrites tandem-bundle.json (with a rename) only when promoting,
