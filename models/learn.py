@@ -33,10 +33,9 @@ from pathlib import Path
 
 from tandem.completion.engine import serving_prompt
 from tandem.completion.postprocess import rule_on
-from tandem.completion.prompt import FimIds
 from tandem.learn.context import ContextSettings, WorkspaceContext
 from tandem.learn import versions as V
-from tandem.learn.evaluate import CONTEXT_TOKENS, PREFIX_SHARE, evaluate_path
+from tandem.learn.evaluate import CONTEXT_TOKENS, evaluate_path
 from tandem.settings import Settings
 from tandem.learn.workspace import WorkspaceError, collect, cut_sites, split
 from tandem.model.loader import sha256_file
@@ -61,6 +60,11 @@ class LearnConfig:
     batch_size: int = 4
     seq_len: int = 320  # short windows: on a CPU, more steps beat longer context (issue 10)
     fim_rate: float = 0.95
+    # Of the FIM examples, this share is cut as a line completion (the cursor after a line's
+    # indentation, the rest of the line, sometimes a line or two more), the rest by finetune.py's
+    # mix (mid-line cursors, whole lines, to the end of the window, random spans). Measured
+    # (README, "What the held-out loss shows"): long to-the-end middles dominated the loss.
+    line_rate: float = 0.75
     middle_weight: float = 2.0
     heldout_share: float = 0.2
     eval_sites: int = 60
@@ -68,9 +72,12 @@ class LearnConfig:
     context_tokens: int = CONTEXT_TOKENS  # the evaluation's prompt budget: the server's contextTokens
     context_share: float = ContextSettings.share  # other files' context in every prompt (0: none), as
     context_sources: tuple = ContextSettings.sources  # the server's contextShare / contextSources
-    curve_sites: int = 4  # held-out exact match during the run (PyTorch greedy, a subset, short context)
-    curve_context_tokens: int = 384
-    curve_points: int = 2
+    # Held-out loss during the run: the teacher-forced loss (PyTorch, the training layout with
+    # its context block) of the lines at this many held-out sites, before the first step, at
+    # the curve points and after the last step. Measured (README, "What the held-out loss shows"): it
+    # falls steadily where exact match on a few dozen lines cannot tell a change from noise.
+    curve_sites: int = 12
+    curve_points: int = 1  # held-out loss also at every 1/N of the training time (1: only first and last)
     checkpoint_s: float = 60.0  # training time between checkpoints (a killed run resumes from the last one)
     min_gain: float = 2.0  # points of held-out exact match needed to promote
     min_net_lines: int = 2  # and held-out lines newly right minus lines newly wrong
@@ -115,7 +122,7 @@ class WorkspaceSampler(FimSampler):
     from retained accepted completions (no document: no context, as the log keeps none)."""
 
     def __init__(self, files, tok, cfg: FinetuneConfig, rng, extra: list[tuple[str, str, str]] | None = None,
-                 extra_rate: float = 0.0, context=None):
+                 extra_rate: float = 0.0, context=None, line_rate: float = 0.0):
         files = [f for f in files if f.text.strip()]
         # The `tokenizers` tokenizer underneath: token healing's vocabulary table and the
         # context's special ids read it, as they read the server's TextCodec.
@@ -124,6 +131,7 @@ class WorkspaceSampler(FimSampler):
         self.rels = [f.rel for f in files]  # parallel to self.docs
         self.extra, self.extra_rate = extra or [], extra_rate if extra else 0.0
         self.context = context  # tandem.learn.context.WorkspaceContext, or None: no context block
+        self.line_rate = line_rate
         self.last_window = (0, 0)  # (index in docs, character offset) of the last window()
         self.stats = {"examples": 0, "tokens": 0, "context_examples": 0, "context_tokens": 0}
 
@@ -159,6 +167,24 @@ class WorkspaceSampler(FimSampler):
         # The document as the user has it at that cursor: the middle not written yet.
         return self._count(self.fim_example(prefix, middle, suffix,
                                             (self.rels[index], doc[:cursor] + doc[cursor + len(middle):], cursor)))
+
+    def split(self, text: str) -> tuple[str, str, str]:
+        """A line completion (`line_rate` of the time), else finetune.py's split."""
+        rng = self.rng
+        if rng.random() >= self.line_rate:
+            return super().split(text)
+        lines = text.splitlines(keepends=True)
+        starts = [0]
+        for line in lines:
+            starts.append(starts[-1] + len(line))
+        code = [i for i, line in enumerate(lines) if len(line.strip()) >= 4] or [0]
+        i = rng.choice(code)
+        begin = starts[i] + len(lines[i]) - len(lines[i].lstrip())
+        j = i
+        while j + 1 < len(lines) and lines[j + 1].strip() and rng.random() < 0.2:
+            j += 1
+        end = starts[j] + len(lines[j].rstrip("\n"))
+        return text[:begin], text[begin:end], text[end:]
 
     def fim_example(self, prefix: str, middle: str, suffix: str, where=None) -> list[int]:
         """The prompt the server sends for a cursor between `prefix` and `suffix` (with the
@@ -200,16 +226,35 @@ def _lora_model(hf_dir: Path, cfg: LearnConfig):
     return get_peft_model(model, lcfg)
 
 
-def _greedy_line(model, tok, fim: FimIds, enc, site, context_tokens: int, max_new: int = 24) -> str:
-    """A quick look during training (PyTorch, no context, no healing, no post-processing): the
-    first line the model writes after the indentation, as the engine's prompt asks for it."""
+def heldout_examples(sampler: "WorkspaceSampler", sites) -> list[tuple[list[int], int]]:
+    """(token ids, index of the FIM middle token) for each held-out site, laid out as a
+    training example (the serving prompt, with the context block the server would gather for
+    the document as the user has it there), without the end token: what is scored is the line."""
+    out, stats = [], dict(sampler.stats)
+    for s in sites:
+        where = (s.file, s.prefix + s.suffix, len(s.prefix)) if sampler.context is not None else None
+        ids = sampler.fim_example(s.prefix, s.target, s.suffix, where)
+        if sampler.middle_id in ids and ids[-1] == sampler.eot_id:
+            out.append((ids[:-1], ids.index(sampler.middle_id)))
+    sampler.stats = stats  # the training examples' figures, not these
+    return out
+
+
+def heldout_loss(inner, examples, bf16: bool) -> float | None:
+    """Mean loss per token of the held-out lines, teacher-forced (the output layer runs on the
+    scored positions only)."""
     import torch
-    sp = serving_prompt(enc, fim, site.prefix, site.suffix, context_tokens, PREFIX_SHARE, heal=False)
-    with torch.no_grad():
-        out = model.generate(input_ids=torch.tensor([sp.ids]),
-                             attention_mask=torch.ones(1, len(sp.ids), dtype=torch.long),
-                             max_new_tokens=max_new, do_sample=False, pad_token_id=fim.middle)
-    return tok.decode(out[0, len(sp.ids):].tolist(), skip_special_tokens=True).lstrip("\n").split("\n", 1)[0]
+    import torch.nn.functional as F
+    if not examples:
+        return None
+    total, n = 0.0, 0
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        for ids, m in examples:
+            x = torch.tensor([ids])
+            hidden = inner.model(input_ids=x).last_hidden_state[0, m:-1]
+            total += float(F.cross_entropy(inner.lm_head(hidden).float(), x[0, m + 1:], reduction="sum"))
+            n += len(ids) - 1 - m
+    return round(total / max(1, n), 4)
 
 
 # -- checkpoints: a killed run resumes ---------------------------------------------------------
@@ -297,7 +342,6 @@ def train(hf_dir: Path, files, curve_sites, out: Path, cfg: LearnConfig, deadlin
     (save_checkpoint); `resume` (load_checkpoint's result) continues from one: the same
     examples, the same learning-rate schedule (by training time, counted across the runs)."""
     import torch
-    import torch.nn.functional as F
     from transformers import AutoTokenizer
 
     random.seed(cfg.seed)
@@ -306,8 +350,8 @@ def train(hf_dir: Path, files, curve_sites, out: Path, cfg: LearnConfig, deadlin
     tok = AutoTokenizer.from_pretrained(str(hf_dir))
     fcfg = FinetuneConfig(batch_size=cfg.batch_size, seq_len=cfg.seq_len, fim_rate=cfg.fim_rate,
                           middle_weight=cfg.middle_weight, seed=cfg.seed, bf16=cfg.bf16)
-    sampler = WorkspaceSampler(files, tok, fcfg, random.Random(cfg.seed), extra, cfg.feedback_rate, context)
-    fim = FimIds(sampler.prefix_id, sampler.suffix_id, sampler.middle_id)
+    sampler = WorkspaceSampler(files, tok, fcfg, random.Random(cfg.seed), extra, cfg.feedback_rate, context,
+                               cfg.line_rate)
     model = _lora_model(hf_dir, cfg)
     inner = model.get_base_model()  # the causal LM with the LoRA layers in it
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -342,20 +386,26 @@ def train(hf_dir: Path, files, curve_sites, out: Path, cfg: LearnConfig, deadlin
             "sampler_rng": sampler.rng.getstate()},
             {"adapter": get_peft_model_state_dict(model), "optimizer": opt.state_dict()})
 
+    held_examples = heldout_examples(sampler, curve_sites)
+
     def curve_point(step: int) -> None:
-        if not curve_sites:
+        if not held_examples or (history["curve"] and history["curve"][-1]["step"] == step):
             return
         model.eval()
-        hits = sum(_greedy_line(model, tok, fim, sampler, s, cfg.curve_context_tokens).strip() == s.target.strip()
-                   for s in curve_sites)
+        loss = heldout_loss(inner, held_examples, cfg.bf16)
         model.train()
-        history["curve"].append({"step": step, "exact_match": round(100 * hits / len(curve_sites), 2)})
+        history["curve"].append({"step": step, "heldout_loss": loss})
+        emit("curve", step=step, heldout_loss=loss, sites=len(held_examples))
 
     # Curve points at these fractions of the training time (the last one after the last step).
     marks = [i / cfg.curve_points for i in range(1, cfg.curve_points) if i / cfg.curve_points > elapsed() / total_s]
+    t_curve = time.monotonic()
+    curve_point(step)  # before the first step (a resumed run has it already)
+    # The last point comes after the last step: its time is kept out of training's.
+    stop_at = deadline - (time.monotonic() - t_curve if held_examples else 0.0)
     model.train()
     saved_at = time.monotonic()
-    while step < cfg.max_steps and time.monotonic() < deadline:
+    while step < cfg.max_steps and time.monotonic() < stop_at:
         if cancel.is_set():
             raise Cancelled()
         lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup)
@@ -365,33 +415,9 @@ def train(hf_dir: Path, files, curve_sites, out: Path, cfg: LearnConfig, deadlin
         for g in opt.param_groups:
             g["lr"] = lr
         t_step = time.monotonic()
-        examples = sorted((sampler.example() for _ in range(cfg.batch_size)), key=len)
-        width = _bucket(len(examples[-1]))
-        x = torch.full((len(examples), width), pad_id, dtype=torch.long)
-        y = torch.zeros((len(examples), width), dtype=torch.long)
-        w = torch.zeros((len(examples), width))
-        for row, ids in enumerate(examples):
-            x[row, :len(ids)] = torch.tensor(ids)
-            y[row, :len(ids) - 1] = torch.tensor(ids[1:])
-            w[row, :len(ids) - 1] = 1.0
-            if sampler.middle_id in ids:
-                m = ids.index(sampler.middle_id)
-                if cfg.middle_only:
-                    w[row, :m] = 0.0
-                w[row, m:len(ids) - 1] = cfg.middle_weight
-        sel = w > 0
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-            hidden = inner.model(input_ids=x).last_hidden_state
-            logits = inner.lm_head(hidden[sel])  # only where the loss looks
-        ce = F.cross_entropy(logits.float(), y[sel], reduction="none")
-        loss = (ce * w[sel]).sum() / w[sel].sum()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
-        opt.step()
+        loss_value, n_tokens = train_step(model, inner, opt, sampler, cfg, pad_id)
         step += 1
-        tokens += int(sum(len(e) for e in examples))
-        loss_value = float(loss.item())
+        tokens += n_tokens
         history["steps"].append(step)
         history["loss"].append(round(loss_value, 4))
         compute_s += time.monotonic() - t_step
@@ -406,6 +432,7 @@ def train(hf_dir: Path, files, curve_sites, out: Path, cfg: LearnConfig, deadlin
             saved_at = time.monotonic()
     if step == 0:
         raise PipelineError("the time budget ended before the first training step; give a larger budget")
+    curve_point(step)
     if key:
         checkpoint()  # training done: a kill during the build resumes at the merge
     history.update(tokens=tokens, train_s=round(elapsed(), 1), final_loss=loss_value,
@@ -429,24 +456,79 @@ def train(hf_dir: Path, files, curve_sites, out: Path, cfg: LearnConfig, deadlin
     return history
 
 
+def train_step(model, inner, opt, sampler: WorkspaceSampler, cfg: LearnConfig, pad_id: int) -> tuple[float, int]:
+    """One optimizer step on cfg.batch_size new examples from `sampler`: (loss, tokens)."""
+    import torch
+    import torch.nn.functional as F
+    examples = sorted((sampler.example() for _ in range(cfg.batch_size)), key=len)
+    width = _bucket(len(examples[-1]))
+    x = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    y = torch.zeros((len(examples), width), dtype=torch.long)
+    w = torch.zeros((len(examples), width))
+    for row, ids in enumerate(examples):
+        x[row, :len(ids)] = torch.tensor(ids)
+        y[row, :len(ids) - 1] = torch.tensor(ids[1:])
+        w[row, :len(ids) - 1] = 1.0
+        if sampler.middle_id in ids:
+            m = ids.index(sampler.middle_id)
+            if cfg.middle_only:
+                w[row, :m] = 0.0
+            w[row, m:len(ids) - 1] = cfg.middle_weight
+    sel = w > 0
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+        hidden = inner.model(input_ids=x).last_hidden_state
+        logits = inner.lm_head(hidden[sel])  # only where the loss looks
+    ce = F.cross_entropy(logits.float(), y[sel], reduction="none")
+    loss = (ce * w[sel]).sum() / w[sel].sum()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
+    opt.step()
+    return float(loss.item()), int(sum(len(e) for e in examples))
+
+
 def _rng_state(saved):
     """random.Random.getstate() as JSON gave it back (lists for tuples)."""
     version, internal, gauss = saved
     return version, tuple(internal), gauss
 
 
+def busy_elsewhere(interval: float = 0.5) -> float | None:
+    """How many CPUs' worth of work other processes did over the next `interval` seconds: the
+    system's busy time (/proc/stat) less this process's own; None where /proc/stat is missing."""
+    def sample():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
+        own = os.times()
+        return (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK"), own.user + own.system, time.monotonic()
+    try:
+        b0, o0, t0 = sample()
+        time.sleep(interval)
+        b1, o1, t1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    return max(0.0, (b1 - b0) - (o1 - o0)) / max(1e-3, t1 - t0)
+
+
 def train_threads(cfg: LearnConfig) -> int:
-    """On a CPU that other work already keeps busy, one thread: measured on 2 shared cores
-    (load ~10), a step of the tiny model took 0.6 s with 1 thread and 8 s with 2 (OpenMP
-    threads spinning while they wait for a core)."""
+    """The cores other work leaves free, at least one: measured on 2 shared cores (load ~10), a
+    step of the tiny model took 0.6 s with 1 thread and 8 s with 2 (OpenMP threads spinning while
+    they wait for a core). Measured now, not from the load average: that still counts the run's
+    own evaluation of the minute before (2 threads on 2 cores), which made an idle machine look
+    busy and halved training's speed (183 against ~300 tokens/s, README "Tandem learns")."""
     if cfg.threads > 0:
         return cfg.threads
-    cores = os.cpu_count() or 1
     try:
-        busy = os.getloadavg()[0]
-    except OSError:
-        busy = 0.0
-    return 1 if busy >= cores else cores
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    others = busy_elsewhere()
+    if others is None:
+        try:
+            others = os.getloadavg()[0]
+        except OSError:
+            others = 0.0
+    return max(1, min(cores, int(cores - others + 0.5)))
 
 
 # -- the whole run ---------------------------------------------------------------------------
@@ -555,6 +637,9 @@ def _learn(coll, train_files, held, sites, key, resume, bundle, hf_dir, run, vid
                                on_site=on_site("eval-before"), time_limit_s=cfg.eval_share * cfg.budget_s)
         eval_s = time.monotonic() - t
         V.write_json_atomic(run / BEFORE, {"key": key, "eval_s": eval_s, "result": before.to_json(samples=10**6)})
+    # The held-out loss's sites: the first of the shuffled held-out sites, whatever the machine's
+    # speed let the evaluation reach (so runs on the same workspace score the same lines).
+    curve_sites = sites[:cfg.curve_sites]
     sites = sites[:before.sites]  # the same sites after training
     if cancel.is_set():
         raise Cancelled()
@@ -578,7 +663,6 @@ def _learn(coll, train_files, held, sites, key, resume, bundle, hf_dir, run, vid
         emit("phase", phase="train", message=f"{len(extra)} retained accepted completions as extra examples")
     emit("phase", phase="train", message=f"LoRA on {len(train_files)} files for up to "
                                          f"{max(0, train_deadline - time.monotonic()):.0f}s")
-    curve_sites = sites[:: max(1, len(sites) // max(1, cfg.curve_sites))][:cfg.curve_sites] if cfg.curve_sites else []
     history = train(hf_dir, train_files, curve_sites, run, cfg, train_deadline, emit, cancel, extra, context,
                     key=key, resume=resume)
 
@@ -617,6 +701,11 @@ def _learn(coll, train_files, held, sites, key, resume, bundle, hf_dir, run, vid
     else:
         decision = (f"kept the current model: held-out exact match {before.exact_match}% -> {after.exact_match}% "
                     f"({gain:+.1f} points), below the {cfg.min_gain:g}-point margin")
+    change = heldout_change(history)
+    if change is not None and not promote:
+        curve = history["curve"]
+        decision += (f" (held-out loss {curve[0]['heldout_loss']:.3f} -> {curve[-1]['heldout_loss']:.3f}, "
+                     f"{change:+.1f}%)")
     date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     info = {"version": vid, "workspace": str(coll.root), "date": date, "gain_points": gain,
             "promoted": promote, "decision": decision, "base": str(hf_dir), "from_version": V.active(bundle),
@@ -627,10 +716,13 @@ def _learn(coll, train_files, held, sites, key, resume, bundle, hf_dir, run, vid
                  "heldout": [f.rel for f in held], "sites": len(sites), "skipped": dict(coll.skipped)},
         "before": before.to_json(), "after": after.to_json(),
         "edit_similarity_gain_points": round(after.edit_similarity - before.edit_similarity, 2),
-        "lines_gained": wins, "lines_lost": losses,
+        "lines_gained": wins, "lines_lost": losses, "heldout_loss_change_pct": change,
         "training": {k: v for k, v in history.items() if k not in ("steps", "loss")},
         "loss": history["loss"], "seconds_total": round(time.monotonic() - t_start, 1),
         "peak_rss_mib": _peak_rss_mib(),
+        # The serving-variant build runs onnxruntime-genai's builder as a child process while
+        # this one still holds the model: the machine needs up to both at once.
+        "peak_rss_children_mib": _peak_rss_mib(children=True),
     }
     stage = run / "keep"
     stage.mkdir()
@@ -678,9 +770,11 @@ def _torch_threads():
         return None
 
 
-def _peak_rss_mib() -> float:
+def _peak_rss_mib(children: bool = False) -> float:
+    """Peak resident memory of this process, or of its largest finished child process."""
     import resource
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    who = resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF
+    return round(resource.getrusage(who).ru_maxrss / 1024, 1)
 
 
 def write_report(d: Path, report: dict, history: dict, before, after) -> None:
@@ -709,13 +803,24 @@ def write_report(d: Path, report: dict, history: dict, before, after) -> None:
              f"of them other files' context ({tr.get('context_examples')} of {tr.get('examples')} examples carry a "
              f"context block)." + (f" Resumed from the checkpoint at step {tr['resumed_from_step']} of an "
                                    "interrupted run." if tr.get("resumed_from_step") else ""),
-             f"Whole run {report['seconds_total']} s, peak memory {report['peak_rss_mib']} MiB, machine: "
+             f"Whole run {report['seconds_total']} s, peak memory {report['peak_rss_mib']} MiB (this process; "
+             f"the model builder beside it: {report.get('peak_rss_children_mib', 0)} MiB more at most), machine: "
              f"{report['machine']['cpus']} CPUs ({report['machine']['note']}).", ""]
     if png:
         lines += ["![loss and held-out exact match](report.png)", ""]
-    lines += ["Held-out exact match during training (PyTorch greedy on a subset of the sites): " +
-              (", ".join(f"step {c['step']}: {c['exact_match']}%" for c in history["curve"]) or "not measured"), ""]
+    curve = [c for c in history["curve"] if c.get("heldout_loss") is not None]
+    change = heldout_change(history)
+    lines += [f"Held-out loss during training (teacher-forced loss per token of the lines at "
+              f"{report['config']['curve_sites']} held-out sites, PyTorch, the training layout): " +
+              (", ".join(f"step {c['step']}: {c['heldout_loss']:.3f}" for c in curve) or "not measured") +
+              (f" ({change:+.1f}%)" if change is not None else ""), ""]
     (d / "report.md").write_text("\n".join(lines))
+
+
+def heldout_change(history: dict) -> float | None:
+    """The held-out loss's change over the run, in percent (first point to last)."""
+    pts = [c["heldout_loss"] for c in history.get("curve", []) if c.get("heldout_loss") is not None]
+    return round(100 * (pts[-1] - pts[0]) / pts[0], 1) if len(pts) >= 2 and pts[0] else None
 
 
 def _plot(path: Path, history: dict, before, after) -> bool:
@@ -733,11 +838,11 @@ def _plot(path: Path, history: dict, before, after) -> bool:
     last = history["steps"][-1] if history["steps"] else 1
     ax2.plot([0, last], [before.exact_match, after.exact_match], "s--", color="tab:red",
              label="held-out exact match, serving engine (before, after)")
-    pts = [(c["step"], c["exact_match"]) for c in history["curve"]]
+    pts = [(c["step"], c["heldout_loss"]) for c in history["curve"] if c.get("heldout_loss") is not None]
     if pts:
-        ax2.plot([p[0] for p in pts], [p[1] for p in pts], "o", color="tab:orange",
-                 label=f"held-out exact match during training (PyTorch, {len(pts)} point(s), subset)")
-    ax2.set_ylabel("exact match (%)", color="tab:orange")
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color="tab:green",
+                label=f"held-out loss (teacher-forced, {len(pts)} points)")
+    ax2.set_ylabel("exact match (%)", color="tab:red")
     fig.legend(loc="upper center", fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -769,6 +874,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: automatic)")
     ap.add_argument("--layers", type=int, default=LearnConfig.layers, help="adapt the last N layers (0: all)")
+    ap.add_argument("--line-rate", type=float, default=LearnConfig.line_rate,
+                    help="share of the examples cut as line completions (the rest: mixed FIM splits)")
     ap.add_argument("--use-feedback", action="store_true", help="also train on retained accepted completions")
     ap.add_argument("--no-promote", action="store_true", help="evaluate and report, never switch")
     ap.add_argument("--json", action="store_true", help="progress as JSON lines on stdout")
@@ -778,7 +885,8 @@ def main(argv: list[str] | None = None) -> int:
                       batch_size=a.batch_size, curve_sites=a.curve_sites, context_tokens=a.context_tokens,
                       context_share=a.context_share, checkpoint_s=a.checkpoint_seconds,
                       context_sources=tuple(x for x in a.context_sources.split(",") if x.strip()),
-                      seed=a.seed, threads=a.threads, layers=a.layers, feedback_examples=a.use_feedback, promote=not a.no_promote)
+                      seed=a.seed, threads=a.threads, layers=a.layers, line_rate=a.line_rate,
+                      feedback_examples=a.use_feedback, promote=not a.no_promote)
     emit = Reporter(a.json)
     cancel = threading.Event()
 

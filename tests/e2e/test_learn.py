@@ -113,6 +113,12 @@ async def test_learn_over_lsp_promotes_on_gain_and_the_server_serves_it(bundle, 
             assert (d / f).exists(), f
         report = json.loads((d / "report.json").read_text())
         assert report["before"]["sites"] == report["after"]["sites"] > 0 and report["loss"]
+        # The held-out loss, before the first step and after the last: it fell with the gain.
+        curve = report["training"]["curve"]
+        assert curve[0]["step"] == 0 and curve[-1]["step"] == len(report["loss"])
+        assert curve[-1]["heldout_loss"] < curve[0]["heldout_loss"] and report["heldout_loss_change_pct"] < 0
+        assert any("held-out loss" in (getattr(v, "message", None) or "") for v in reports)
+        assert "Held-out loss during training" in (d / "report.md").read_text()
         assert no_run_left(bundle)
         # rollback: back to base, served at once; switching forward again works
         rb = await s.client.workspace_execute_command_async(

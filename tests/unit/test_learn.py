@@ -202,6 +202,24 @@ def _sampler(tiny_model, texts, seq_len=64, context=None, rels=None):
     return WorkspaceSampler(files, tok, FinetuneConfig(seq_len=seq_len), random.Random(0), context=context)
 
 
+def test_line_rate_cuts_examples_as_line_completions(tiny_model):
+    """At line_rate 1 every split is what the evaluation and a new line in the editor ask for:
+    the cursor after a line's indentation, the rest of that line (sometimes a line or two more)."""
+    pytest.importorskip("peft")
+    text = "class Shape:\n    def area(self):\n        return self.w * self.h\n\n    name = 'shape'\n"
+    s = _sampler(tiny_model, [text * 3])
+    s.line_rate = 1.0
+    for _ in range(50):
+        prefix, middle, suffix = s.split(text)
+        assert prefix + middle + suffix == text
+        line_start = prefix[prefix.rfind("\n") + 1:]
+        assert line_start.strip() == "" and middle[:1].strip() and not middle.endswith("\n")
+        assert suffix.startswith("\n") and (line_start + middle.split("\n")[0]) in text.split("\n")
+    s.line_rate = 0.0  # finetune.py's mix: some middles start inside a line or run to the end
+    cuts = [s.split(text) for _ in range(200)]
+    assert any(p[p.rfind("\n") + 1:].strip() for p, _m, _s in cuts) and any(not sfx for _p, _m, sfx in cuts)
+
+
 def test_training_examples_are_the_engines_prompt(tiny_model):
     """`tandem learn` lays out FIM examples with the completion engine's own prompt code
     (serving_prompt: indentation left to the model, token healing, the budget split): the prompt
@@ -315,3 +333,27 @@ def test_evaluation_scores_what_the_engine_shows(tiny_model):
     # writes a line break again; the line that counts is the one after it
     assert healed_line_ends >= 1
     model.lm.close()
+
+
+def test_training_threads_leave_the_cores_other_work_uses():
+    """Training takes the cores other processes leave free, measured over half a second (not the
+    load average, which still counts the run's own evaluation a minute before)."""
+    import os
+    import subprocess
+    import sys
+
+    from tandem_models.learn import LearnConfig, busy_elsewhere, train_threads
+
+    assert train_threads(LearnConfig(threads=3)) == 3
+    cores = len(os.sched_getaffinity(0))
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(min(cores, 8))]
+    try:
+        import time
+        time.sleep(0.3)
+        assert busy_elsewhere() >= 0.5 * len(spinners)
+        if cores <= 8:  # every core busy elsewhere: one thread
+            assert train_threads(LearnConfig()) == 1
+    finally:
+        for p in spinners:
+            p.kill()
+            p.wait(timeout=10)

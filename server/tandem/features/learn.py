@@ -48,6 +48,8 @@ def _progress_message(ev: dict) -> tuple[str, int | None]:
     if kind == "train":
         return (f"training step {ev['step']}, loss {ev['loss']:.3f}, {ev['tokens_per_s']:.0f} tokens/s{left_text}",
                 None)
+    if kind == "curve":
+        return f"held-out loss {ev['heldout_loss']:.3f} at step {ev['step']}{left_text}", None
     if kind == "eval":
         return f"{ev['phase']}: {ev['done']}/{ev['total']} held-out lines{left_text}", None
     return str(ev.get("message") or ev.get("phase") or kind), None
