@@ -518,10 +518,8 @@ def train_threads(cfg: LearnConfig) -> int:
     busy and halved training's speed (183 against ~300 tokens/s, README "Tandem learns")."""
     if cfg.threads > 0:
         return cfg.threads
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
+    from tandem.model.backend import physical_cores  # the serving runtime's count of the cores
+    cores = physical_cores()
     others = busy_elsewhere()
     if others is None:
         try:
