@@ -89,3 +89,21 @@ class Stamp:
 
     def write(self, **extra) -> None:
         write_json(self.path, {"inputs": sha256_json(self.inputs), **extra})
+
+
+# transformers 4.57.3 and later (to 5.0) take any local checkpoint whose config.json was written
+# by a 4.57.3-4.x transformers for a Mistral one, and warn that its tokenizer has "an incorrect
+# regex pattern" (the message links a Mistral discussion). For Qwen2 it is a false alarm: the
+# warning changes nothing and the pre-tokenizer stays the model's own (the server encodes with
+# the same tokenizer.json). Saying so explicitly keeps the warning for real Mistral checkpoints.
+_MISTRAL_TYPES = {"mistral", "mistral3", "voxtral", "ministral", "pixtral"}
+
+
+def load_tokenizer(directory: Path | str, **kwargs):
+    """`AutoTokenizer.from_pretrained(directory)` without the false Mistral-regex warning."""
+    from transformers import AutoTokenizer
+
+    config = read_json(Path(directory) / "config.json") or {}
+    if config.get("model_type") not in _MISTRAL_TYPES:
+        kwargs.setdefault("fix_mistral_regex", False)
+    return AutoTokenizer.from_pretrained(str(directory), **kwargs)

@@ -28,6 +28,8 @@ from pathlib import Path
 from tandem.completion.prompt import FimIds, build_fim_prompt
 from tandem.settings import Settings
 
+from .common import load_tokenizer
+
 SERVING_PREFIX_SHARE = Settings().prefixShare  # the server's default split of the prompt budget
 SOURCE_SUFFIXES = {".py", ".pyi", ".js", ".jsx", ".ts", ".tsx", ".mjs", ".go", ".rs", ".java",
                    ".kt", ".scala", ".c", ".h", ".cc", ".cpp", ".hpp", ".cs", ".rb", ".php",
@@ -222,13 +224,13 @@ def finetune(base_dir: Path, files: list[Path], out_dir: Path, cfg: FinetuneConf
     """Train the checkpoint in `base_dir` on `files`; save model and tokenizer to `out_dir`."""
     import torch  # torch before transformers keeps the CPU wheel (see pyproject.toml)
     import torch.nn.functional as F
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
 
-    tok = AutoTokenizer.from_pretrained(str(base_dir))
+    tok = load_tokenizer(base_dir)
     model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
     texts = [Path(f).read_text(encoding="utf-8", errors="replace") for f in files]
     sampler = FimSampler(texts, tok, cfg, rng)

@@ -40,7 +40,7 @@ from tandem.settings import Settings
 from tandem.learn.workspace import WorkspaceError, collect, cut_sites, split
 from tandem.model.loader import sha256_file
 
-from .common import MANIFEST_NAME, PipelineError, read_json, write_json
+from .common import MANIFEST_NAME, PipelineError, load_tokenizer, read_json, write_json
 from .finetune import SERVING_PREFIX_SHARE, FimSampler, FinetuneConfig, _bucket
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -342,12 +342,11 @@ def train(hf_dir: Path, files, curve_sites, out: Path, cfg: LearnConfig, deadlin
     (save_checkpoint); `resume` (load_checkpoint's result) continues from one: the same
     examples, the same learning-rate schedule (by training time, counted across the runs)."""
     import torch
-    from transformers import AutoTokenizer
 
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(train_threads(cfg))
-    tok = AutoTokenizer.from_pretrained(str(hf_dir))
+    tok = load_tokenizer(hf_dir)
     fcfg = FinetuneConfig(batch_size=cfg.batch_size, seq_len=cfg.seq_len, fim_rate=cfg.fim_rate,
                           middle_weight=cfg.middle_weight, seed=cfg.seed, bf16=cfg.bf16)
     sampler = WorkspaceSampler(files, tok, fcfg, random.Random(cfg.seed), extra, cfg.feedback_rate, context,

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
-from .common import BUNDLE_NAME, log, step, tandem_home
+from .common import BUNDLE_NAME, load_tokenizer, log, step, tandem_home
 from .finetune import FinetuneConfig
 
 NAME = "tandem-tiny-test"
@@ -204,9 +204,9 @@ def train_tokenizer(corpus: str, out_dir: Path):
 def init_model(model_dir: Path) -> None:
     """A randomly initialised qwen2 model sized to the tokenizer in `model_dir`."""
     import torch
-    from transformers import AutoTokenizer, GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
-    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    tok = load_tokenizer(model_dir)
     eot = tok.convert_tokens_to_ids("<|endoftext|>")
     config = Qwen2Config(vocab_size=len(tok), bos_token_id=eot, eos_token_id=eot,
                          pad_token_id=tok.pad_token_id, dtype="float32", **ARCH)

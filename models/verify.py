@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import FIM_TOKENS, log
+from .common import FIM_TOKENS, load_tokenizer, log
 
 PROMPTS = [
     ("fim", "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n    ", "\n\n\nprint(fibonacci(10))\n"),
@@ -45,9 +45,9 @@ def open_variant(variant_dir: Path, device: str = "cpu"):
 def verify_variant(hf_dir: Path, variant_dir: Path, new_tokens: int = 32, torch_model=None, tok=None,
                    stop_ids: set[int] | None = None, device: str = "cpu") -> dict:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    tok = tok or AutoTokenizer.from_pretrained(hf_dir)
+    tok = tok or load_tokenizer(hf_dir)
     model = torch_model or AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).eval()
     lm = open_variant(variant_dir, device)
     stop_ids = stop_ids if stop_ids is not None else {tok.eos_token_id}

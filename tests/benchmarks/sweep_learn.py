@@ -34,6 +34,7 @@ VARIANTS = {  # LearnConfig fields
     "lines": {"line_rate": 1.0},
     "lr1e-4": {"lr": 1e-4},
     "lr1e-3": {"lr": 1e-3},
+    "lr2e-3": {"lr": 2e-3},
     "layers4": {"layers": 4},
 }
 
@@ -51,11 +52,12 @@ def main() -> int:
     a = ap.parse_args()
 
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     from tandem.learn.context import ContextSettings, WorkspaceContext
     from tandem.learn.workspace import collect, cut_sites, split
     from tandem.model.loader import default_model_path
+    from tandem_models.common import load_tokenizer
     from tandem_models.finetune import FinetuneConfig
     from tandem_models.learn import (LearnConfig, WorkspaceSampler, _lora_model, heldout_examples, heldout_loss,
                                      train_step, train_threads)
@@ -63,7 +65,7 @@ def main() -> int:
     hf = a.hf or default_model_path() / "hf"
     base_cfg = LearnConfig(threads=a.threads)
     torch.set_num_threads(train_threads(base_cfg))
-    tok = AutoTokenizer.from_pretrained(str(hf))
+    tok = load_tokenizer(hf)
     coll = collect(a.workspace)
     train_files, held = split(coll.files, base_cfg.heldout_share, base_cfg.seed)
     sites = cut_sites(held, base_cfg.eval_sites, base_cfg.seed)

@@ -191,15 +191,74 @@ def test_feedback_log_records_retention_and_is_bounded(tmp_path, monkeypatch):
 def _sampler(tiny_model, texts, seq_len=64, context=None, rels=None):
     import random
 
-    from transformers import AutoTokenizer
-
     from tandem.learn.workspace import SourceFile
+    from tandem_models.common import load_tokenizer
     from tandem_models.finetune import FinetuneConfig
     from tandem_models.learn import WorkspaceSampler
 
-    tok = AutoTokenizer.from_pretrained(str(tiny_model / "hf"))
+    tok = load_tokenizer(tiny_model / "hf")
     files = [SourceFile(rels[i] if rels else f"f{i}.py", t) for i, t in enumerate(texts)]
     return WorkspaceSampler(files, tok, FinetuneConfig(seq_len=seq_len), random.Random(0), context=context)
+
+
+def test_training_tokenizer_encodes_as_the_server_does(tiny_model):
+    """Training encodes with transformers' tokenizer (the pipeline's loader), the server with the
+    `tokenizers` codec over the same tokenizer.json: the same ids, or training teaches another layout."""
+    from tokenizers import Tokenizer
+
+    from tandem_models.common import load_tokenizer
+
+    hf = tiny_model / "hf"
+    tok = load_tokenizer(hf)
+    served = Tokenizer.from_file(str(hf / "tokenizer.json"))
+    text = "def area(self):\n    return self.w * self.h  # \u00fcn\u00efcode\n\tx = {'a': [1, 2]}\n"
+    assert tok.encode(text, add_special_tokens=False) == served.encode(text, add_special_tokens=False).ids
+
+
+def _big_vocab_checkpoint(directory, model_type):
+    """A checkpoint folder whose tokenizer has over 100,000 entries (what transformers' Mistral
+    check looks at) and a config.json as transformers 4.57.6 writes it."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    directory.mkdir()
+    vocab = {f"t{i}": i for i in range(100_001)}
+    vocab["[UNK]"] = len(vocab)
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    tk.save(str(directory / "tokenizer.json"))
+    (directory / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "PreTrainedTokenizerFast"}))
+    (directory / "config.json").write_text(json.dumps({"model_type": model_type, "transformers_version": "4.57.6"}))
+    return directory
+
+
+def test_no_false_mistral_regex_warning_for_a_qwen_checkpoint(tmp_path, caplog):
+    """transformers 4.57.6 warns that any local checkpoint saved by a 4.57.3+ transformers has a
+    Mistral tokenizer "with an incorrect regex pattern" ("This will lead to incorrect
+    tokenization"): for Qwen2 a false alarm `tandem learn` printed on every run. The pipeline's
+    loader answers it for other model types and keeps it for Mistral ones."""
+    import logging
+
+    from transformers import AutoTokenizer
+
+    from tandem_models.common import load_tokenizer
+
+    qwen = _big_vocab_checkpoint(tmp_path / "qwen", "qwen2")
+    mistral = _big_vocab_checkpoint(tmp_path / "mistral", "mistral")
+
+    def warnings(load, directory):
+        caplog.clear()
+        library = logging.getLogger("transformers")  # it does not propagate to the root logger
+        library.addHandler(caplog.handler)
+        try:
+            tok = load(directory)
+        finally:
+            library.removeHandler(caplog.handler)
+        assert tok.encode("t5 t7", add_special_tokens=False) == [5, 7]
+        return [r for r in caplog.records if "incorrect regex pattern" in r.getMessage()]
+
+    assert warnings(lambda d: AutoTokenizer.from_pretrained(str(d)), qwen)  # the pinned version's false alarm
+    assert not warnings(load_tokenizer, qwen)
+    assert warnings(load_tokenizer, mistral)  # a real Mistral checkpoint still hears it
 
 
 def test_line_rate_cuts_examples_as_line_completions(tiny_model):
