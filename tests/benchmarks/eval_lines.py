@@ -203,14 +203,15 @@ def score(case: Case, got: str, ms: float, shown: bool) -> dict:
 FILE_ONLY = {"contextSources": []}
 
 
-async def run_tandem(model_dir: Path, cases: list[Case], env: dict | None = None) -> list[dict]:
+async def run_tandem(model_dir: Path, cases: list[Case], env: dict | None = None,
+                     settings: dict | None = None) -> list[dict]:
     from lsprotocol import types
 
     from tandem.text import utf16_len
     from tests.e2e.harness import apply_inline, tandem
 
     rows = []
-    async with tandem(settings={"modelPath": str(model_dir), **FILE_ONLY}, env=env) as s:
+    async with tandem(settings={"modelPath": str(model_dir), **FILE_ONLY, **(settings or {})}, env=env) as s:
         await s.wait_for_state("ready", timeout=600)
         for k, case in enumerate(cases):
             uri = f"file:///eval/{k}/{case.file}"
@@ -403,8 +404,19 @@ def main():
     ap.add_argument("--no-tandem", action="store_true", help="skip the LSP run")
     ap.add_argument("--json", help="write every case's result here")
     ap.add_argument("--show", type=int, default=0, help="print this many cases with their completions")
+    ap.add_argument("--set", action="append", default=[], metavar="SETTING=JSON",
+                    help="a server setting for the LSP run, e.g. contextTokens=768 (repeatable)")
     a = ap.parse_args()
 
+    overrides = {}
+    for item in a.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            ap.error(f"--set {item!r}: expected SETTING=VALUE")
+        try:
+            overrides[key] = json.loads(value)
+        except ValueError:
+            overrides[key] = value
     sdist = fetch_source(cache_dir())
     files, _ = read_source(sdist)
     cases = build_cases(files, a.cases)
@@ -412,11 +424,11 @@ def main():
     kinds = {k: sum(c.kind == k for c in cases) for k in KINDS}
     print(f"held-out set: {SOURCE['name']} {SOURCE['version']} ({SOURCE['license']}), {len(files)} files, "
           f"{len(cases)} cases {kinds}")
-    print(f"model: {root}; machine: {os.cpu_count()} CPUs")
+    print(f"model: {root}; machine: {os.cpu_count()} CPUs; settings {overrides or 'default'}")
     results: dict[str, list[dict]] = {}
     if not a.no_tandem:
         t0 = time.perf_counter()
-        results["tandem"] = asyncio.run(run_tandem(root, cases))
+        results["tandem"] = asyncio.run(run_tandem(root, cases, settings=overrides))
         print(f"tandem over LSP: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     for name in [b.strip() for b in a.bare.split(",") if b.strip()]:
         if name not in bare:
