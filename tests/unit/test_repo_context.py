@@ -568,3 +568,64 @@ def test_similar_code_stays_the_same_on_every_line_of_the_cursors_block(tmp_path
     assert got[0].pieces and got[0].pieces == got[1].pieces == got[2].pieces
     assert got[0].key == got[1].key == got[2].key
     assert S.query_lines(text, at[3], 16) != S.query_lines(text, at[0], 16)  # the next block asks anew
+
+
+def test_the_block_stays_while_the_user_writes_new_lines_at_the_cursor(tmp_path: Path):
+    # Enter shifts the file's lines below the cursor onto another window grid, so the windows the
+    # similar provider finds there change, and with them the block: the whole prompt would be
+    # computed again. The block gathered at the line is kept while the user writes below it.
+    write(tmp_path, "pkg/__init__.py", "")
+    write(tmp_path, "pkg/other.py", "def unrelated(a):\n    return a\n")
+    s = service(tmp_path)
+    above = [f"pad = {i}" for i in range(30)] + ["def later(body, trivia, is_super):", "    table = Container()"] + \
+        [f"    table.append(body, trivia, is_super, {i})" for i in range(14)] + [f"    x{i} = {i}" for i in range(4)]
+    below = [f"gap = {i}" for i in range(75)] + [
+        "def after(body, trivia, is_super):", "    result = wrap_method(float.__floordiv__)",
+        "    body.append(trivia, is_super)", "    return result"] + [f"tail = {i}" for i in range(40)]
+    text = "\n".join(["from pkg.other import unrelated", "", *above, "    table.append(body, trivia)", *below]) + "\n"
+    uri = path_to_uri(str(tmp_path / "pkg" / "main.py"))
+    at = text.index("    table.append(body, trivia)\n") + len("    table.append(body, trivia)")
+    codec, src = CharCodec(), ("similar", "path")
+
+    def fresh(t: str, off: int) -> tuple:
+        b = s.block(codec, s.gather(uri, t, off, src), 2000)
+        return b.ids if b else ()
+
+    def served(t: str, off: int) -> tuple:
+        b = s.prompt_head(codec, uri, t, off, src, 2000)
+        return b.ids if b else ()
+
+    kept = s.prompt_head(codec, uri, text, at, src, 2000)
+    assert kept is not None and "wrap_method" in kept.text
+
+    def typed(lines: list[str]) -> tuple[str, int]:
+        ins = "".join("\n    " + x for x in lines)
+        return text[:at] + ins + text[at:], at + len(ins)
+
+    enter = typed([""])
+    assert fresh(*enter) != kept.ids  # what gathering afresh would do
+    assert served(*enter) == kept.ids
+    five = typed(["rows = table.rows()", "for row in rows:", "    row.check()", "total = len(rows)", ""])
+    assert served(*five) == kept.ids
+    # ... and the hover's line numbers of the file's own windows below follow the text.
+    own = [src["lines"] for src in kept.sources if src["uri"] == uri]
+    moved = [src["lines"] for src in s.prompt_head(codec, uri, *five, src, 2000).sources if src["uri"] == uri]
+    assert own and moved == [[a + 5, b + 5] for a, b in own]
+    old_lines, new_lines = text.split("\n"), five[0].split("\n")
+    assert all(new_lines[a:b + 1] == old_lines[a - 5:b - 4] for a, b in moved)
+    # Anything more gathers afresh: an import written, 16 lines, an edit above, the cursor away,
+    # another document changed, the document closed.
+    for t, off in (typed(["import json", ""]), typed([f"v{i} = {i}" for i in range(17)]),
+                   (text.replace("pad = 3\n", "pad = 3\npad = 3.5\n"), at + 10), (text, text.index("pad = 5"))):
+        assert served(t, off) == fresh(t, off) != kept.ids
+        assert served(text, at) == kept.ids  # gathered there again
+    s.opened(path_to_uri(str(tmp_path / "pkg" / "other.py")), "def unrelated(a):\n    return a + 1\n", 2)
+    assert served(*enter) == fresh(*enter) != kept.ids
+    s.prompt_head(codec, uri, text, at, src, 2000)
+    s.closed(uri)
+    assert served(*enter) == fresh(*enter)
+    s.prompt_head(codec, uri, text, at, src, 2000)
+    assert s.prompt_head(codec, uri, *enter, src, 2000, keep=False).ids == fresh(*enter)  # on a GPU
+    s.sticky_lines = 0
+    s.prompt_head(codec, uri, text, at, src, 2000)
+    assert served(*enter) == fresh(*enter)

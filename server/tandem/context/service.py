@@ -35,7 +35,7 @@ import threading
 import time
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -55,6 +55,10 @@ NEIGHBOUR_FILES = 8  # imported workspace modules searched for similar code
 RESULTS_CACHE = 256
 BLOCKS_CACHE = 64
 FOLLOW_REEXPORTS = 2  # `from .x import A` in a package's __init__: followed this deep
+# A block is kept while the user writes new lines at the cursor (see `prompt_head`): edits since it
+# was gathered confined to this many lines from the line where it was gathered, the cursor among them.
+STICKY_LINES = ANCHOR_LINES
+STICKY_DOCS = 32
 
 
 def uri_to_path(uri: str) -> str | None:
@@ -142,6 +146,8 @@ class ContextService:
         self._blocks: OrderedDict[tuple, ContextBlock] = OrderedDict()
         self._loose: WorkspaceIndex | None = None
         self._own_windows: OrderedDict[str, dict] = OrderedDict()  # uri -> {window text: identifiers}
+        self._sticky: OrderedDict[str, _Sticky] = OrderedDict()  # uri -> the block last gathered there
+        self.sticky_lines = STICKY_LINES  # 0: gather every time
 
     # -- workspace and documents ---------------------------------------------------------
     def bind(self, roots: list[str], start: bool = True) -> None:
@@ -167,6 +173,7 @@ class ContextService:
     def closed(self, uri: str) -> None:
         with self._lock:
             self._open.discard(uri)
+            self._sticky.pop(uri, None)
             d = self._docs.get(uri)
         if d is not None and d.path and self.index is not None:
             self.index.set_text(d.path, 0, None)  # the file on disk counts again
@@ -500,8 +507,34 @@ class ContextService:
                 self._blocks.popitem(last=False)
         return blk
 
-    def prompt_head(self, codec, uri: str, text: str, offset: int, sources, budget_tokens: int) -> ContextBlock | None:
-        return self.block(codec, self.gather(uri, text, offset, sources), budget_tokens)
+    def prompt_head(self, codec, uri: str, text: str, offset: int, sources, budget_tokens: int,
+                    keep: bool = True) -> ContextBlock | None:
+        """The context block of an inline completion at `offset`.
+
+        While the user writes new lines where the block was last gathered, that block is kept:
+        Enter shifts the file's lines below the cursor, which changes the windows of the file the
+        providers find (and so the block) at about half the places, and a changed block means the
+        whole prompt is computed again (~2 s on 2 CPU cores) instead of the new line. Kept only
+        while every edit since the block was gathered lies within `sticky_lines` lines from the
+        line it was gathered at, with the cursor there too, touches no import line, and nothing
+        else changed (other documents, the index, settings); anything more gathers afresh.
+        `keep` False gathers afresh every time (where a new prefill costs little: a GPU)."""
+        key = (id(codec), tuple(sources), budget_tokens, self._others_stamp(uri))
+        with self._lock:
+            st = self._sticky.get(uri)
+        if keep and st is not None and st.key == key and _local_edit(st.text, st.offset, text, offset, self.sticky_lines):
+            return _shifted(st.block, uri, st.text.count("\n", 0, st.offset), text.count("\n") - st.text.count("\n"))
+        ctx = self.gather(uri, text, offset, sources)
+        blk = self.block(codec, ctx, budget_tokens)
+        with self._lock:
+            if ctx.skipped:  # a provider missed its deadline: not a block to keep
+                self._sticky.pop(uri, None)
+            else:
+                self._sticky[uri] = _Sticky(text, offset, key, blk)
+                self._sticky.move_to_end(uri)
+                while len(self._sticky) > STICKY_DOCS:
+                    self._sticky.popitem(last=False)
+        return blk
 
     def shutdown(self) -> None:
         if self.index is not None:
@@ -545,6 +578,71 @@ def render_block(codec, context: Context, budget_tokens: int, key: tuple = ()) -
     ids += tail
     text += f"<|file_sep|>{context.path}\n"
     return ContextBlock(tuple(ids), sources, key or (context.key, budget_tokens), text)
+
+
+@dataclass(frozen=True)
+class _Sticky:
+    text: str  # the document when the block was gathered
+    offset: int
+    key: tuple
+    block: ContextBlock | None
+
+
+def _shifted(block: ContextBlock | None, uri: str, line: int, delta: int) -> ContextBlock | None:
+    """A kept block whose sources name the current file's lines below `line` as they are now
+    (`delta` lines were written there): the ids stay, the hover's line numbers follow the text."""
+    if block is None or not delta:
+        return block
+    sources = [dict(src, lines=[src["lines"][0] + delta, src["lines"][1] + delta])
+               if src.get("uri") == uri and src["lines"][0] > line else src for src in block.sources]
+    return replace(block, sources=sources)
+
+
+def _common_prefix(a: str, b: str) -> int:
+    lo, hi = 0, min(len(a), len(b))
+    while lo < hi:  # binary search over slice comparisons (memcmp), not a loop over characters
+        mid = (lo + hi + 1) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _common_suffix(a: str, b: str, limit: int) -> int:
+    lo, hi = 0, min(len(a), len(b), limit)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[len(a) - mid:] == b[len(b) - mid:]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+_IMPORT_LINE = re.compile(r"^\s*(?:from\s+\S+\s+)?import\s", re.M)
+
+
+def _local_edit(old: str, old_offset: int, new: str, new_offset: int, lines: int) -> bool:
+    """Whether `new` differs from `old` only within `lines` lines from the line of `old_offset`
+    (the text there written, none of it an import), with `new_offset` among those lines."""
+    if lines <= 0:
+        return False
+    first = old.count("\n", 0, old_offset)  # the line the block was gathered at
+    p = _common_prefix(old, new)
+    if p < old.rfind("\n", 0, old_offset) + 1:  # something above that line changed
+        return False
+    s = _common_suffix(old, new, min(len(old), len(new)) - p)
+    new_changed, old_changed = new[p:len(new) - s], old[p:len(old) - s]
+    # the lines the edit touched and the cursor's, in the new text
+    last = new.count("\n", 0, len(new) - s) if new_changed or old_changed else first
+    cursor = new.count("\n", 0, new_offset)
+    if not (first <= cursor < first + lines and last < first + lines):
+        return False
+    # an edited line that now is, or was, an import: the imports provider must see it
+    edited_new = new[new.rfind("\n", 0, p) + 1:new.find("\n", len(new) - s) % (len(new) + 1)]
+    edited_old = old[old.rfind("\n", 0, p) + 1:old.find("\n", len(old) - s) % (len(old) + 1)]
+    return not (_IMPORT_LINE.search(edited_new) or _IMPORT_LINE.search(edited_old))
 
 
 class _Memo(dict):

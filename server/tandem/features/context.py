@@ -104,9 +104,13 @@ async def block_for(ls, model, uri: str, text: str, offset: int):
     if s.contextShare <= 0 or not s.contextSources:
         return None
     budget = int(s.contextTokens * s.contextShare)
+    # On a CPU a changed block means the whole prompt is prefilled again (README, "Context from
+    # other files": Enter, p50 2.3 s against 0.6 s with the block kept); on a GPU that costs a
+    # few milliseconds, so the block is gathered afresh for every request there.
+    keep = getattr(model, "device", "cpu") == "cpu"
     try:
         return await asyncio.to_thread(ls.context.prompt_head, model.codec, uri, text, offset,
-                                       s.contextSources, budget)
+                                       s.contextSources, budget, keep)
     except Exception:
         log.exception("gathering the context failed; completing without it")
         return None
