@@ -4,7 +4,8 @@ transformers + torch `generate` on the same checkpoint and prompts, side by side
     .venv/bin/python tests/benchmarks/bench_inline.py [--model DIR] [--runs N] [--build-time]
 
 Prints p50/p95 latency (cold: a new place each time; repeated: the same place again;
-typing: one character more each time, which reuses the KV cache), decode tokens/s for
+typing: one character more each time, which reuses the KV cache; Enter: a new line after a
+finished one, asked at the end of that line first), decode tokens/s for
 ONNX and torch and their ratio, end-to-end latency ratio, and the server's resident memory.
 """
 from __future__ import annotations
@@ -101,6 +102,22 @@ async def lsp_latency(model: str | None, runs: int, settings: dict):
             if j:  # the first one is cold
                 typing.append((time.perf_counter() - t0) * 1000)
         out["typing"] = typing
+        # Enter: the user finishes a line and presses Enter (a new line, its indentation); the
+        # editor asks at the end of the finished line first, then on the new line (timed).
+        enter = []
+        for i, (_, name, prefix, suffix) in enumerate(single):
+            head = prefix[:prefix.rfind("\n")]  # up to the end of the line above the `return` line
+            line_text = prefix[prefix.rfind("\n") + 1:]
+            indent = line_text[:len(line_text) - len(line_text.lstrip())]
+            uri = f"file:///bench/enter-{i}.py"
+            s.open(uri, head + suffix)
+            row, col = head.count("\n"), len(head) - head.rfind("\n") - 1
+            await s.complete(uri, row, col, timeout=300)
+            s.change(uri, (row, col), (row, col), "\n" + indent)
+            t0 = time.perf_counter()
+            await s.complete(uri, row + 1, len(indent), timeout=300)
+            enter.append((time.perf_counter() - t0) * 1000)
+        out["enter"] = enter
         rss_loaded = max(rss, psutil.Process(pid).memory_info().rss)
         status = await s.client.workspace_execute_command_async(
             __import__("lsprotocol").types.ExecuteCommandParams(command="tandem.status"))
@@ -150,6 +167,7 @@ def main():
     ap.add_argument("--runs", type=int, default=8)
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--build-time", action="store_true", help="also time a full model build into a fresh home")
+    ap.add_argument("--lsp-only", action="store_true", help="skip the decode comparison with torch")
     a = ap.parse_args()
     from tandem.model.loader import default_model_path
     model_dir = Path(a.model) if a.model else default_model_path()
@@ -162,8 +180,11 @@ def main():
         print(summary(f"{kind} cold (new place)", lat[kind]["cold"]))
         print(summary(f"{kind} repeated (same place)", lat[kind]["repeat"]))
     print(summary("typing (+1 char, KV reuse)", lat["typing"]))
+    print(summary("Enter (new line, KV reuse)", lat["enter"]))
     print(f"\nserver resident memory with the model loaded: {lat['rss_mb']:.0f} MiB")
 
+    if a.lsp_only:
+        return
     rows = decode_speed(model_dir, single[:3] + multi[:3], a.new_tokens)
     med = lambda k: statistics.median(r[k] for r in rows)  # noqa: E731
     print(f"\nDecode, {a.new_tokens} new tokens, same checkpoint and FIM prompts "

@@ -570,10 +570,9 @@ def test_similar_code_stays_the_same_on_every_line_of_the_cursors_block(tmp_path
     assert S.query_lines(text, at[3], 16) != S.query_lines(text, at[0], 16)  # the next block asks anew
 
 
-def test_the_block_stays_while_the_user_writes_new_lines_at_the_cursor(tmp_path: Path):
-    # Enter shifts the file's lines below the cursor onto another window grid, so the windows the
-    # similar provider finds there change, and with them the block: the whole prompt would be
-    # computed again. The block gathered at the line is kept while the user writes below it.
+def _enter_workspace(tmp_path: Path):
+    """A file whose own windows far below the cursor are what the similar provider finds, and
+    the end of the line the user has just written (a service over its workspace)."""
     write(tmp_path, "pkg/__init__.py", "")
     write(tmp_path, "pkg/other.py", "def unrelated(a):\n    return a\n")
     s = service(tmp_path)
@@ -585,6 +584,14 @@ def test_the_block_stays_while_the_user_writes_new_lines_at_the_cursor(tmp_path:
     text = "\n".join(["from pkg.other import unrelated", "", *above, "    table.append(body, trivia)", *below]) + "\n"
     uri = path_to_uri(str(tmp_path / "pkg" / "main.py"))
     at = text.index("    table.append(body, trivia)\n") + len("    table.append(body, trivia)")
+    return s, uri, text, at
+
+
+def test_the_block_stays_while_the_user_writes_new_lines_at_the_cursor(tmp_path: Path):
+    # Enter shifts the file's lines below the cursor onto another window grid, so the windows the
+    # similar provider finds there change, and with them the block: the whole prompt would be
+    # computed again. The block gathered at the line is kept while the user writes below it.
+    s, uri, text, at = _enter_workspace(tmp_path)
     codec, src = CharCodec(), ("similar", "path")
 
     def fresh(t: str, off: int) -> tuple:
@@ -629,3 +636,29 @@ def test_the_block_stays_while_the_user_writes_new_lines_at_the_cursor(tmp_path:
     s.sticky_lines = 0
     s.prompt_head(codec, uri, text, at, src, 2000)
     assert served(*enter) == fresh(*enter)
+
+
+@pytest.mark.parametrize("device, env, kept", [("cpu", None, True), ("cuda", None, False), ("remote", None, False),
+                                               ("cpu", "0", False), ("cuda", "1", True)])
+def test_the_server_keeps_the_block_on_a_cpu_only(tmp_path: Path, monkeypatch, device, env, kept):
+    # The completion path's own call (features.context.block_for): on a CPU a changed block costs
+    # a whole prefill, on a GPU a few milliseconds. TANDEM_CONTEXT_KEEP overrides (benchmarks).
+    import asyncio
+    from types import SimpleNamespace
+
+    from tandem.features.context import block_for
+
+    if env is None:
+        monkeypatch.delenv("TANDEM_CONTEXT_KEEP", raising=False)
+    else:
+        monkeypatch.setenv("TANDEM_CONTEXT_KEEP", env)
+    s, uri, text, at = _enter_workspace(tmp_path)
+    ls = SimpleNamespace(settings=Settings(contextSources=("similar", "path")), context=s)
+    model = SimpleNamespace(codec=CharCodec(), device=device)
+    first = asyncio.run(block_for(ls, model, uri, text, at))
+    enter = text[:at] + "\n    " + text[at:]
+    after = asyncio.run(block_for(ls, model, uri, enter, at + 5))
+    fresh = s.block(model.codec, s.gather(uri, enter, at + 5, ("similar", "path")),
+                    int(ls.settings.contextTokens * ls.settings.contextShare))
+    assert first is not None and fresh is not None and fresh.ids != first.ids
+    assert after.ids == (first.ids if kept else fresh.ids)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import uuid
 
 from lsprotocol import types
@@ -107,7 +108,9 @@ async def block_for(ls, model, uri: str, text: str, offset: int):
     # On a CPU a changed block means the whole prompt is prefilled again (README, "Context from
     # other files": Enter, p50 2.3 s against 0.6 s with the block kept); on a GPU that costs a
     # few milliseconds, so the block is gathered afresh for every request there.
-    keep = getattr(model, "device", "cpu") == "cpu"
+    # TANDEM_CONTEXT_KEEP=0 / 1 overrides (benchmarks: bench_inline.py's Enter row both ways).
+    keep = {"0": False, "1": True}.get(os.environ.get("TANDEM_CONTEXT_KEEP", ""),
+                                       getattr(model, "device", "cpu") == "cpu")
     try:
         return await asyncio.to_thread(ls.context.prompt_head, model.codec, uri, text, offset,
                                        s.contextSources, budget, keep)
