@@ -14,7 +14,8 @@ run one after the other on the same model:
 Scored on the Enter completion: exact match and edit similarity of line L+1, its latency
 (gathering included), prompt tokens computed (not reused from the KV cache).
 
-    .venv/bin/python tests/benchmarks/bench_enter.py [--cases 60] [--json out.json]
+    .venv/bin/python tests/benchmarks/bench_enter.py [--cases 90] [--json out.json]
+    .venv/bin/python tests/benchmarks/bench_enter.py --cases 240 --per-file 12 --seed 12   # other sites
 """
 from __future__ import annotations
 
@@ -76,8 +77,16 @@ def run_arm(engine, svc, settings, site, case, keep: bool) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--cases", type=int, default=90, help="cut sites drawn (those whose next line is code run)")
+    ap.add_argument("--seed", type=int, default=None, help="draw other sites (bench_repo_context's SEED by default)")
+    ap.add_argument("--per-file", type=int, default=None, help="sites drawn per file at most (default: its PER_FILE)")
     ap.add_argument("--json", type=str, default="")
     args = ap.parse_args()
+    import bench_repo_context
+
+    if args.seed is not None:
+        bench_repo_context.SEED = args.seed
+    if args.per_file is not None:
+        bench_repo_context.PER_FILE = args.per_file
     from tandem.model.loaded import load_model
 
     chosen, roots = [], {}
