@@ -522,15 +522,17 @@ class ContextService:
         key = (id(codec), tuple(sources), budget_tokens, self._others_stamp(uri))
         with self._lock:
             st = self._sticky.get(uri)
-        if keep and st is not None and st.key == key and _local_edit(st.text, st.offset, text, offset, self.sticky_lines):
-            return _shifted(st.block, uri, st.text.count("\n", 0, st.offset), text.count("\n") - st.text.count("\n"))
+        if keep and st is not None and st.key == key:
+            added = _local_edit(st.text, st.offset, text, offset, self.sticky_lines)
+            if added is not None:
+                return _shifted(st.block, uri, st.line, added)
         ctx = self.gather(uri, text, offset, sources)
         blk = self.block(codec, ctx, budget_tokens)
         with self._lock:
             if ctx.skipped:  # a provider missed its deadline: not a block to keep
                 self._sticky.pop(uri, None)
             else:
-                self._sticky[uri] = _Sticky(text, offset, key, blk)
+                self._sticky[uri] = _Sticky(text, offset, text.count("\n", 0, offset), key, blk)
                 self._sticky.move_to_end(uri)
                 while len(self._sticky) > STICKY_DOCS:
                     self._sticky.popitem(last=False)
@@ -584,6 +586,7 @@ def render_block(codec, context: Context, budget_tokens: int, key: tuple = ()) -
 class _Sticky:
     text: str  # the document when the block was gathered
     offset: int
+    line: int  # the offset's line
     key: tuple
     block: ContextBlock | None
 
@@ -598,51 +601,36 @@ def _shifted(block: ContextBlock | None, uri: str, line: int, delta: int) -> Con
     return replace(block, sources=sources)
 
 
-def _common_prefix(a: str, b: str) -> int:
-    lo, hi = 0, min(len(a), len(b))
-    while lo < hi:  # binary search over slice comparisons (memcmp), not a loop over characters
-        mid = (lo + hi + 1) // 2
-        if a[:mid] == b[:mid]:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
-
-
-def _common_suffix(a: str, b: str, limit: int) -> int:
-    lo, hi = 0, min(len(a), len(b), limit)
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if a[len(a) - mid:] == b[len(b) - mid:]:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
-
-
 _IMPORT_LINE = re.compile(r"^\s*(?:from\s+\S+\s+)?import\s", re.M)
 
 
-def _local_edit(old: str, old_offset: int, new: str, new_offset: int, lines: int) -> bool:
-    """Whether `new` differs from `old` only within `lines` lines from the line of `old_offset`
-    (the text there written, none of it an import), with `new_offset` among those lines."""
+def _local_edit(old: str, old_offset: int, new: str, new_offset: int, lines: int) -> int | None:
+    """The lines `new` has more than `old` when it differs only within `lines` lines from the
+    line of `old_offset` (the text there written, none of it an import), with `new_offset`
+    among those lines; None otherwise. Compares the texts around that window once (memcmp) and
+    looks closer only inside it: this runs for every completion request."""
     if lines <= 0:
-        return False
-    first = old.count("\n", 0, old_offset)  # the line the block was gathered at
-    p = _common_prefix(old, new)
-    if p < old.rfind("\n", 0, old_offset) + 1:  # something above that line changed
-        return False
-    s = _common_suffix(old, new, min(len(old), len(new)) - p)
-    new_changed, old_changed = new[p:len(new) - s], old[p:len(old) - s]
-    # the lines the edit touched and the cursor's, in the new text
-    last = new.count("\n", 0, len(new) - s) if new_changed or old_changed else first
-    cursor = new.count("\n", 0, new_offset)
-    if not (first <= cursor < first + lines and last < first + lines):
-        return False
+        return None
+    start = old.rfind("\n", 0, old_offset) + 1  # the line's first character, the same in both ...
+    if new_offset < start or not new.startswith(old[:start]):  # ... unless something above changed
+        return None
+    end = start  # the end of the window in the new text: `lines` lines from `start`
+    for _ in range(lines):
+        end = new.find("\n", end) + 1
+        if not end:
+            end = len(new)
+            break
+    old_end = len(old) - (len(new) - end)
+    if old_end < start or not old.endswith(new[end:]) or new.count("\n", start, new_offset) >= lines:
+        return None  # an edit below the window, or the cursor left it
+    ow, nw = old[start:old_end], new[start:end]
+    p = len(os.path.commonprefix([ow, nw]))
+    s = len(os.path.commonprefix([ow[p:][::-1], nw[p:][::-1]]))
     # an edited line that now is, or was, an import: the imports provider must see it
-    edited_new = new[new.rfind("\n", 0, p) + 1:new.find("\n", len(new) - s) % (len(new) + 1)]
-    edited_old = old[old.rfind("\n", 0, p) + 1:old.find("\n", len(old) - s) % (len(old) + 1)]
-    return not (_IMPORT_LINE.search(edited_new) or _IMPORT_LINE.search(edited_old))
+    for w in (ow, nw):
+        if _IMPORT_LINE.search(w[w.rfind("\n", 0, p) + 1:w.find("\n", len(w) - s) % (len(w) + 1)]):
+            return None
+    return nw.count("\n") - ow.count("\n")
 
 
 class _Memo(dict):
