@@ -65,6 +65,8 @@ def build_genai(hf_dir: Path, out_dir: Path, variant: str, hf_digest: str) -> Pa
                                             "builder": BUILDER_VERSION, "options": options, "v": 2})
     if (out_dir / "genai_config.json").exists() and stamp.fresh():
         log(f"{out_dir.name} up to date")
+        if ep == "cpu" and add_logits_tail(out_dir):  # a variant built before the output existed
+            log(f"{out_dir.name}: added {TAIL_POSITIONS} positions of logits for speculative decoding")
         return out_dir
     tmp = out_dir.with_name(f".tmp-{out_dir.name}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -87,9 +89,76 @@ def build_genai(hf_dir: Path, out_dir: Path, variant: str, hf_digest: str) -> Pa
                                     f"{out_dir.parent} and run the build again (nothing half-built is kept)")
             raise PipelineError(f"the model builder failed for {variant}:\n{tail}")
         shutil.rmtree(tmp / "cache", ignore_errors=True)
+        if ep == "cpu":
+            # Speculative decoding checks drafted tokens in one pass (README, "Serving speed";
+            # measured on 2 CPU cores). Not on CUDA yet: not measured on a GPU.
+            add_logits_tail(tmp)
         # Swap in whole: a killed build never leaves a half-built variant where the server looks.
         if out_dir.exists():
             shutil.rmtree(out_dir)
         tmp.rename(out_dir)
         stamp.write()
     return out_dir
+
+
+# How many of the last positions the graph's `logits_tail` output covers: the longest run of
+# tokens the decode loop verifies in one pass (a drafted continuation and the token before it).
+TAIL_POSITIONS = 16
+
+
+def add_logits_tail(variant_dir: Path, positions: int = TAIL_POSITIONS) -> bool:
+    """Give a pruned builder graph a second output, `logits_tail`: the logits of the last
+    `positions` positions of each pass, so that a decode loop can check several drafted tokens
+    in one forward pass (tandem/model/backend.py, speculative decoding). The lm_head runs once,
+    on those positions; `logits` (last position only, which onnxruntime-genai reads) is sliced
+    from it, so a one-token decode step costs what it did, and a prefill pass computes
+    `positions` rows of the lm_head instead of one. Idempotent; rewrites only `model.onnx` (the
+    weights file is untouched), atomically. Returns whether the graph changed."""
+    import onnx
+    from onnx import TensorProto, helper
+    from tandem.model.genai import TAIL_OUTPUT
+
+    path = variant_dir / "model.onnx"
+    model = onnx.load(str(path), load_external_data=False)
+    graph = model.graph
+    if any(o.name == TAIL_OUTPUT for o in graph.output):
+        return False
+    producers = {out: node for node in graph.node for out in node.output}
+    head = producers.get("logits")
+    unsqueeze = producers.get(head.input[0]) if head is not None else None
+    gather = producers.get(unsqueeze.input[0]) if unsqueeze is not None else None
+    if head is None or unsqueeze is None or gather is None or unsqueeze.op_type != "Unsqueeze" \
+            or gather.op_type != "Gather":
+        raise PipelineError(f"{path}: the lm_head is not pruned the way onnxruntime-genai's builder "
+                            f"{BUILDER_VERSION} prunes it (Gather -1, Unsqueeze); cannot add {TAIL_OUTPUT}")
+    hidden = gather.input[0]
+    consts = [
+        helper.make_tensor("/lm_head/tail/starts", TensorProto.INT64, [1], [-positions]),
+        helper.make_tensor("/lm_head/tail/last", TensorProto.INT64, [1], [-1]),
+        helper.make_tensor("/lm_head/tail/ends", TensorProto.INT64, [1], [2 ** 62]),
+        helper.make_tensor("/lm_head/tail/axes", TensorProto.INT64, [1], [1]),
+    ]
+    graph.initializer.extend(consts)
+    head.input[0] = "/lm_head/tail/hidden"
+    head.output[0] = TAIL_OUTPUT
+    nodes = [n for n in graph.node if n is not gather and n is not unsqueeze]
+    at = nodes.index(head)
+    nodes.insert(at, helper.make_node("Slice", [hidden, "/lm_head/tail/starts", "/lm_head/tail/ends",
+                                                "/lm_head/tail/axes"], ["/lm_head/tail/hidden"],
+                                      name="/lm_head/tail/Slice"))
+    nodes.insert(at + 2, helper.make_node("Slice", [TAIL_OUTPUT, "/lm_head/tail/last", "/lm_head/tail/ends",
+                                                    "/lm_head/tail/axes"], ["logits"], name="/lm_head/last/Slice"))
+    del graph.node[:]
+    graph.node.extend(nodes)
+    logits = next(o for o in graph.output if o.name == "logits")
+    tail = graph.output.add()
+    tail.CopyFrom(logits)
+    tail.name = TAIL_OUTPUT
+    tail.type.tensor_type.shape.dim[1].ClearField("dim_value")
+    tail.type.tensor_type.shape.dim[1].dim_param = "tail_length"
+    tmp = path.with_name(f".tmp-{path.name}")
+    # The graph only: its initializers stay in model.onnx.data. (onnx's checker does not know
+    # onnxruntime's contrib operators; the parity check that follows a build runs the graph.)
+    onnx.save(model, str(tmp))
+    os.replace(tmp, path)
+    return True

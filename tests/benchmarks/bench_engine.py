@@ -8,6 +8,8 @@ the others, so a busy machine slows them alike):
 
 - tandem: the server's backend (tandem.model) and decode loop, as the editor features use it;
   a cold cache each time, then "one more token" (a prompt one token longer, KV reused).
+- tandem-nodraft: the same without speculative decoding (drafts looked up in the prompt),
+  so its share is visible; its decode ms/token is the graph's step plus the loop's.
 - genai-native: onnxruntime-genai's own loop (`generate_next_token`, token chosen on the
   device) over the same graph: what the runtime can do without Tandem's Python loop.
 - tandem-optimum: the older backend (raw onnxruntime session, optimum-onnx export), when the
@@ -202,6 +204,10 @@ def main(argv=None) -> dict:
     skip = set(filter(None, a.skip.split(",")))
 
     engines = [Tandem(variant, a.device)]
+    if engines[0].lm.draft_tokens and "tandem-nodraft" not in skip:
+        e = Tandem(variant, a.device)  # the same loop without drafts from the prompt
+        e.name, e.lm.draft_tokens = "tandem-nodraft", 0
+        engines.append(e)
     if "genai-native" not in skip and (variant / "genai_config.json").exists():
         engines.append(GenaiNative(variant, a.device))
     if a.optimum and "tandem-optimum" not in skip:

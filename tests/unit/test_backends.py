@@ -184,3 +184,104 @@ def test_physical_cores_counts_the_cores_this_process_may_use():
     from tandem.model.backend import physical_cores
     n = physical_cores()
     assert 1 <= n <= len(os.sched_getaffinity(0))
+
+
+# -- speculative decoding with drafts from the prompt ---------------------------------------
+REPEATING = "def f(x):\n    return x + 1\n\n\ndef g(x):\n    return x + 1\n\n\ndef h(x):\n    return x + 1\n\n\ndef "
+
+
+def test_prompt_lookup_proposes_what_followed_the_last_ngram():
+    from tandem.model.lookup import PromptLookup
+    lookup = PromptLookup([1, 2, 3, 4, 5, 9, 1, 2], limit=4)
+    assert lookup.propose([], room=10) == [3, 4, 5, 9]  # (1, 2) occurred at the start
+    assert lookup.propose([3], room=10) == [4, 5, 9, 1]  # now (1, 2, 3): the longer match
+    assert lookup.propose([3], room=2) == [4, 5]  # never past the tokens still to generate
+    assert lookup.propose([3, 7], room=10) == []  # (3, 7) and (2, 3, 7) never occurred
+    assert lookup.propose([3, 7, 1, 2], room=10) == [3, 7, 1, 2]  # the most recent occurrence wins
+    assert PromptLookup([5, 6], limit=4).propose([], room=4) == []
+    # Adaptive length: a miss shrinks the next draft to one more than what was kept; a draft
+    # kept whole lets the next grow by two, up to the limit + 3.
+    lookup = PromptLookup(list(range(1, 30)) + [1, 2], limit=4)
+    assert len(lookup.propose([], room=50)) == 4
+    lookup.outcome(4, 0)
+    assert lookup.propose([], room=50) == [3]
+    lookup.outcome(1, 1)
+    lookup.outcome(3, 3)
+    lookup.outcome(5, 5)
+    assert lookup.propose([], room=50) == list(range(3, 10))
+
+
+def _pair(directory: Path):
+    """The same graph with drafting on and off."""
+    on, off = GenaiLM(directory, "cpu"), GenaiLM(directory, "cpu")
+    off.draft_tokens = 0
+    assert on.draft_tokens > 0  # the pipeline gave the graph its logits_tail output
+    return on, off
+
+
+def test_the_logits_tail_output_is_every_positions_logits(tiny):
+    bundle, fim_prompt, stop = tiny
+    from tandem_models.genai_build import add_logits_tail
+    assert not add_logits_tail(bundle / "cpu-fp32")  # already there: the build added it once
+    lm = GenaiLM(bundle / "cpu-fp32", "cpu")
+    ref = CausalLM(bundle / "onnx-fp32" / "model.onnx", ["CPUExecutionProvider"])
+    ids = fim_prompt(REPEATING)
+    slot = lm._slot("completion", len(ids) + 8)
+    lm._append(slot, ids[:-6], False)
+    rows = lm._verify(slot, ids[-6:])  # six positions in one pass
+    assert rows.shape == (6, ref.forward_logits(ids).shape[-1])
+    assert np.abs(rows - ref.forward_logits(ids)[-6:]).max() < 1e-3
+    lm._drop(slot, 4)
+    assert slot.generator.token_count() == len(slot.ids) == len(ids) - 4
+    assert np.abs(lm._verify(slot, ids[-4:])[-1] - rows[-1]).max() < 1e-4  # the cache forgot them
+
+
+@pytest.mark.parametrize("variant", ["cpu-fp32", "cpu-int8"])
+def test_drafts_from_the_prompt_save_passes_and_keep_the_answer(tiny, variant):
+    bundle, fim_prompt, stop = tiny
+    on, off = _pair(bundle / variant)
+    for text in (REPEATING, *PROMPTS):
+        ids = fim_prompt(text)
+        a = on.generate(ids, max_new_tokens=24, stop_ids=stop)
+        b = off.generate(ids, max_new_tokens=24, stop_ids=stop)
+        assert a.ids == b.ids, text
+        assert np.allclose(a.logprobs, b.logprobs, atol=0.05 if variant == "cpu-int8" else 1e-3)
+        slot = on._slots["completion"]
+        assert slot.generator.token_count() == len(slot.ids)  # rejected drafts left the cache
+        assert "drafted" not in b.timings
+    a = on.generate(fim_prompt(REPEATING), max_new_tokens=24, stop_ids=stop)
+    assert a.timings["draft_accepted"] > 0 and a.timings["decode_passes"] < len(a.ids)
+
+
+def test_sampling_and_constraints_pick_the_same_tokens_with_drafts(tiny):
+    bundle, fim_prompt, stop = tiny
+    on, off = _pair(bundle / "cpu-fp32")
+    ids = fim_prompt(REPEATING)
+    s = Sampling(temperature=0.7, top_p=0.95, seed=3)
+    assert on.generate(ids, max_new_tokens=20, stop_ids=set(), sampling=s).ids == \
+        off.generate(ids, max_new_tokens=20, stop_ids=set(), sampling=s).ids
+    free = off.generate(ids, max_new_tokens=8, stop_ids=set()).ids
+
+    class Swerve:  # a token the model would not choose at step 3: a pending draft is wrong there
+        forced = next(t for t in range(20, 60) if t != free[3])
+
+        def allowed(self, generated):
+            return np.array([self.forced]) if len(generated) == 3 else None
+    a = on.generate(ids, max_new_tokens=12, stop_ids=set(), constraint=Swerve())
+    b = off.generate(ids, max_new_tokens=12, stop_ids=set(), constraint=Swerve())
+    assert a.ids == b.ids and a.ids[3] == Swerve.forced
+    assert a.timings["drafted"] > a.timings["draft_accepted"]  # a draft was dropped
+    slot = on._slots["completion"]
+    assert slot.generator.token_count() == len(slot.ids)
+
+
+def test_the_optimum_backend_drafts_too(tiny):
+    bundle, fim_prompt, stop = tiny
+    path = bundle / "onnx-fp32" / "model.onnx"
+    on, off = CausalLM(path, ["CPUExecutionProvider"]), CausalLM(path, ["CPUExecutionProvider"])
+    off.draft_tokens = 0
+    ids = fim_prompt(REPEATING)
+    a = on.generate(ids, max_new_tokens=24, stop_ids=stop)
+    b = off.generate(ids, max_new_tokens=24, stop_ids=stop)
+    assert a.ids == b.ids and np.allclose(a.logprobs, b.logprobs, atol=1e-3)
+    assert a.timings["draft_accepted"] > 0 and "drafted" not in b.timings

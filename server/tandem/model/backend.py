@@ -26,6 +26,8 @@ from typing import Callable, Protocol
 
 import numpy as np
 
+from .lookup import PromptLookup
+
 log = logging.getLogger(__name__)
 
 PREFILL_CHUNK = 256  # tokens per prefill pass: bounds the time to notice a cancel
@@ -72,6 +74,17 @@ class Constraint(Protocol):
 
     def allowed(self, generated: list[int]) -> np.ndarray | None:
         """Token ids allowed next after `generated`, or None when anything goes."""
+
+
+class Speculation(Protocol):
+    """What a backend lends the decode loop to check drafted tokens (see `decode_loop`)."""
+    draft_tokens: int  # the longest draft to try; 0: none
+
+    def verify(self, ids: list[int]) -> np.ndarray:
+        """Append `ids` to the cache; the float32 logits after each of them, [len(ids), vocab]."""
+
+    def drop(self, n: int) -> None:
+        """Forget the last `n` tokens of the cache."""
 
 
 class Backend(Protocol):
@@ -161,11 +174,22 @@ def prefill_sizes(n: int, chunk: int, bucketed: bool = False) -> list[int]:
 def decode_loop(prompt: list[int], reuse: int, feed: Callable[[list[int], bool], np.ndarray | None], *,
                 max_new_tokens: int, stop_ids: set[int], cancel: threading.Event,
                 stop_check=None, sampling: Sampling | None = None, constraint: Constraint | None = None,
-                step_delay: float = 0.0, prefill_chunk: int = PREFILL_CHUNK, bucketed: bool = False) -> Generation:
+                step_delay: float = 0.0, prefill_chunk: int = PREFILL_CHUNK, bucketed: bool = False,
+                speculate: Speculation | None = None) -> Generation:
     """Run `prompt[reuse:]` through `feed(ids, want_logits)` (which appends tokens to the
     backend's cache and, when asked, returns the float32 logits of the last one), then decode.
     The cancellation flag is checked before every forward pass, so a cancelled request stops
-    within one step (one prefill chunk)."""
+    within one step (one prefill chunk).
+
+    With `speculate` (a backend that returns the logits of every position of a pass), each
+    pass also carries a draft looked up in the prompt (model/lookup.py): the logits it returns
+    for the drafted positions are the model's next steps as long as the tokens picked match
+    the draft, so those steps need no pass of their own. Whatever picks the token (greedy,
+    sampling with its random draws in the same order, a constraint) picks it from the logits
+    of the same tokens it would have had one token at a time. Only rounding differs: an int8
+    graph computes a pass of several tokens with other kernels than a pass of one (default
+    model, 12 positions: both within the same distance of PyTorch float32, max |dlogit| 0.63
+    and 0.59), so a greedy answer can change where two tokens are that close."""
     rng = np.random.default_rng(sampling.seed) if sampling else None
     t0 = time.perf_counter()
     logits = None
@@ -182,7 +206,12 @@ def decode_loop(prompt: list[int], reuse: int, feed: Callable[[list[int], bool],
     logprobs: list[float] = []
     reason = "max_tokens"
     scratch = None
+    rows = [logits]  # logits for the next positions: rows[i + 1] holds if pending[:i + 1] are picked
+    pending: list[int] = []  # drafted tokens in the cache beyond the ones picked so far
+    lookup = PromptLookup(prompt, speculate.draft_tokens) if speculate and speculate.draft_tokens > 0 else None
+    drafted = accepted = passes = 0
     for step in range(max_new_tokens):
+        logits = rows.pop(0)
         last = logits if logits.dtype == np.float32 else logits.astype(np.float32)
         log_z, scratch = log_normalizer(last, scratch)
         allowed = constraint.allowed(ids) if constraint is not None else None
@@ -202,14 +231,35 @@ def decode_loop(prompt: list[int], reuse: int, feed: Callable[[list[int], bool],
             break
         if step == max_new_tokens - 1:
             break
-        if step_delay:
-            time.sleep(step_delay)
         if cancel.is_set():
             log.info("generation cancelled after %d new tokens", len(ids))
             raise Cancelled()
-        logits = feed([tok], True)
+        if pending:
+            if pending[0] == tok:  # the draft guessed this step: its logits are already here
+                pending.pop(0)
+                accepted += 1
+                if not pending:
+                    lookup.outcome(draft_len, draft_len)
+                continue
+            lookup.outcome(draft_len, draft_len - len(pending))
+            speculate.drop(len(pending))  # a wrong guess: the cache forgets the rest of the draft
+            pending, rows = [], []
+        if step_delay:
+            time.sleep(step_delay)
+        draft = lookup.propose(ids, max_new_tokens - step - 2) if lookup is not None else []
+        passes += 1
+        if draft:
+            rows = list(speculate.verify([tok, *draft]))
+            pending, draft_len = draft, len(draft)
+            drafted += len(draft)
+        else:
+            rows = [feed([tok], True)]
     t2 = time.perf_counter()
-    return Generation(ids, logprobs, reason, len(prompt), reuse, t1 - t0, t2 - t1)
+    gen = Generation(ids, logprobs, reason, len(prompt), reuse, t1 - t0, t2 - t1)
+    gen.timings["decode_passes"] = passes
+    if lookup is not None:
+        gen.timings.update(drafted=drafted, draft_accepted=accepted)
+    return gen
 
 
 def gpu_present() -> bool:

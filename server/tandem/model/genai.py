@@ -20,15 +20,19 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
 from .backend import BackendError, Generation, Sampling, common_prefix, debug_delay, decode_loop, physical_cores
+from .lookup import draft_tokens
 from .runtime import preload_cuda_libraries
 
 log = logging.getLogger(__name__)
 
 CONFIG_NAME = "genai_config.json"
+# The graph output with the logits of a pass's last positions (models/genai_build.py adds it).
+TAIL_OUTPUT = "logits_tail"
 # KV buffer per slot, in tokens, grown (to the model's context length at most) when a prompt
 # needs more. Every slot holds one such buffer: 0.5B, fp32 on a CPU: 24 KiB per token.
 DEFAULT_MAX_LENGTH = {"cpu": 4096, "cuda": 8192}
@@ -97,6 +101,10 @@ class GenaiLM:
         # On a CPU a new length costs nothing extra, and fewer, longer passes are faster.
         buckets = os.environ.get("TANDEM_PREFILL_BUCKETS", "")
         self.bucketed = buckets == "1" or (buckets != "0" and self.device == "cuda")
+        # Speculative decoding with drafts from the prompt (backend.decode_loop) needs the
+        # logits of every drafted position: graphs built by this project's pipeline have them
+        # as a second output (models/genai_build.py, add_logits_tail).
+        self.draft_tokens = draft_tokens() if _has_output(self.directory / "model.onnx", TAIL_OUTPUT) else 0
 
     # -- cache slots -------------------------------------------------------------------
     def _new_slot(self, max_length: int) -> _Slot:
@@ -151,6 +159,30 @@ class GenaiLM:
         slot.ids.extend(ids)
         return logits
 
+    @staticmethod
+    def _verify(slot: _Slot, ids: list[int]) -> np.ndarray:
+        try:
+            slot.generator.append_tokens(np.asarray(ids, dtype=np.int32))
+            rows = slot.generator.get_output(TAIL_OUTPUT)[0, -len(ids):]
+        except Exception as e:
+            raise BackendError(str(e)) from e
+        slot.ids.extend(ids)
+        return rows if rows.dtype == np.float32 else rows.astype(np.float32)
+
+    @staticmethod
+    def _drop(slot: _Slot, n: int) -> None:
+        try:
+            slot.generator.rewind_to(len(slot.ids) - n)
+        except Exception as e:
+            raise BackendError(str(e)) from e
+        del slot.ids[len(slot.ids) - n:]
+
+    def _speculation(self, slot: _Slot) -> SimpleNamespace | None:
+        if not self.draft_tokens:
+            return None
+        return SimpleNamespace(draft_tokens=self.draft_tokens, verify=lambda ids: self._verify(slot, ids),
+                               drop=lambda n: self._drop(slot, n))
+
     def forward_logits(self, ids: list[int]) -> np.ndarray:
         """Logits of the prompt's last position from an empty cache (the serving graph is built
         to compute no other position), as a [1, vocab] array."""
@@ -181,9 +213,18 @@ class GenaiLM:
                                   max_new_tokens=max_new_tokens, stop_ids=stop_ids, cancel=cancel,
                                   stop_check=stop_check, sampling=sampling, constraint=constraint,
                                   step_delay=self._step_delay, prefill_chunk=PREFILL_CHUNK[self.device],
-                                  bucketed=self.bucketed)
+                                  bucketed=self.bucketed, speculate=self._speculation(s))
             except BackendError:
                 self._slots.pop(slot, None)  # its cache can no longer be trusted: a fresh one next time
                 raise
             gen.timings["total_s"] = time.perf_counter() - t0
             return gen
+
+
+def _has_output(graph: Path, name: str) -> bool:
+    """Does the graph declare an output called `name`? (The graph file holds no weights, only
+    names and structure, so reading it costs little; onnx itself is not a server dependency.)"""
+    try:
+        return name.encode() in graph.read_bytes()
+    except OSError:
+        return False

@@ -13,9 +13,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
+from .lookup import draft_tokens
 from .backend import (BackendError, Cancelled, Generation, Sampling, common_prefix, debug_delay,  # noqa: F401
                       decode_loop, gpu_present)
 
@@ -86,6 +88,7 @@ class CausalLM:
         self._lock = threading.Lock()  # one decode at a time on the shared session
         self._slots: dict[str, _Cache] = {}
         self._step_delay = debug_delay("step")
+        self.draft_tokens = draft_tokens()  # this graph computes every position's logits: drafts are free
 
     # -- one forward pass -------------------------------------------------------------
     def _forward(self, ids: list[int], past: list[np.ndarray], past_len: int):
@@ -132,16 +135,24 @@ class CausalLM:
             past = [kv[:, :, :reuse, :] for kv in cache.kv] if reuse else self._empty_past()
             cache.ids, cache.kv = list(prompt[:reuse]), past
 
-            def feed(ids: list[int], want_logits: bool) -> np.ndarray:
+            def verify(ids: list[int]) -> np.ndarray:
                 # Each pass leaves the cache consistent: a cancel between passes keeps
                 # what was computed for the next request to reuse.
                 logits, cache.kv = self._forward(ids, cache.kv, len(cache.ids))
                 cache.ids.extend(ids)
-                return logits[-1]
+                return logits
+
+            def drop(n: int) -> None:
+                keep = len(cache.ids) - n
+                cache.kv = [kv[:, :, :keep, :] for kv in cache.kv]
+                del cache.ids[keep:]
+
+            speculate = SimpleNamespace(draft_tokens=self.draft_tokens, verify=verify, drop=drop) \
+                if self.draft_tokens else None
 
             t0 = time.perf_counter()
-            gen = decode_loop(prompt, reuse, feed, max_new_tokens=max_new_tokens, stop_ids=stop_ids,
-                              cancel=cancel, stop_check=stop_check, sampling=sampling,
-                              constraint=constraint, step_delay=self._step_delay)
+            gen = decode_loop(prompt, reuse, lambda ids, want: verify(ids)[-1], max_new_tokens=max_new_tokens,
+                              stop_ids=stop_ids, cancel=cancel, stop_check=stop_check, sampling=sampling,
+                              constraint=constraint, step_delay=self._step_delay, speculate=speculate)
             gen.timings["total_s"] = time.perf_counter() - t0
             return gen

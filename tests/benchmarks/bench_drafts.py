@@ -1,0 +1,140 @@
+"""Benchmark: speculative decoding with drafts looked up in the prompt, through the completion
+engine, on held-out code.
+
+    .venv/bin/python tests/benchmarks/bench_drafts.py [--model default|tiny|DIR] [--cases 60]
+        [--configs off,d3,d5,d7,d5-n1,d5-n3] [--json OUT]
+
+The cases are eval_lines.py's (apache-superset-core 0.1.0, cut at four kinds of cursor), each
+completed by the server's CompletionEngine in-process (the prompt, stop rules and
+post-processing the editor gets; no context block) once per configuration, configurations
+interleaved case by case in a rotating order. The decode time of each completion is taken
+from the backend's own timings: the prompt's prefill is the same for every configuration (and
+a later configuration reuses the first one's KV cache), so only decoding is compared.
+
+Configurations: `off` (one forward pass per token), `dN` (drafts of at most N tokens, the
+n-gram sizes of tandem/model/lookup.py), `dN-n1` (also single-token matches), `dN-n3` (only
+3-token matches), `aN` (adaptive: N at first, 2 more after a draft accepted whole, 1 fewer
+after a miss, between 1 and N + 3).
+
+Prints, per configuration: decode time summed over the cases and its ratio to `off`, tokens,
+forward passes, drafted and accepted tokens, and how many completions differ from `off`'s
+(rounding in a quantized graph can change a greedy answer; exact match against the original
+line is printed too, so a change is seen to cost or not).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "server"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+import eval_lines  # noqa: E402
+
+
+class Recorder:
+    """The backend, with each Generation kept for the benchmark to read."""
+
+    def __init__(self, lm):
+        self.lm = lm
+        self.last = None
+
+    def __getattr__(self, name):
+        return getattr(self.lm, name)
+
+    def generate(self, prompt, **kw):
+        self.last = self.lm.generate(prompt, **kw)
+        return self.last
+
+
+def parse_config(name: str) -> tuple[int, tuple[int, ...] | None, bool]:
+    if name == "off":
+        return 0, None, False
+    length, _, sizes = name[1:].partition("-n")
+    return int(length), {"1": (3, 2, 1), "3": (3,)}[sizes] if sizes else None, name[0] == "a"
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="default", help="tiny, default, or a model directory")
+    ap.add_argument("--cases", type=int, default=60)
+    ap.add_argument("--configs", default="off,d3,d5,d7,d5-n1,d5-n3")
+    ap.add_argument("--json", type=Path)
+    a = ap.parse_args(argv)
+
+    from tandem.completion.engine import CompletionEngine
+    from tandem.model import lookup
+    from tandem.model.loaded import load_model
+    from tandem.settings import Settings
+
+    model_path, _ = eval_lines.resolve(a.model)
+    files, _ = eval_lines.read_source(eval_lines.fetch_source(eval_lines.cache_dir()))
+    cases = eval_lines.build_cases(files, a.cases)
+    m = load_model(str(model_path), "cpu")
+    rec = Recorder(m.lm)
+    model = dataclasses.replace(m, lm=rec)
+    if not getattr(m.lm, "draft_tokens", 0):
+        sys.exit(f"{model_path}: this model's graph has no logits_tail output (rebuild it with `make model`)")
+    configs = a.configs.split(",")
+    engines = {c: CompletionEngine(model) for c in configs}  # each its own result cache
+    default_sizes = lookup.NGRAM_SIZES
+    rows: dict[str, list[dict]] = {c: [] for c in configs}
+    t_start = time.time()
+    for i, case in enumerate(cases):
+        order = configs[i % len(configs):] + configs[:i % len(configs)]
+        for c in order:
+            length, sizes, adaptive = parse_config(c)
+            m.lm.draft_tokens = length
+            lookup.NGRAM_SIZES = sizes or default_sizes
+            lookup.ADAPTIVE = adaptive
+            rec.last = None
+            comp = engines[c].complete(case.prefix + case.suffix, len(case.prefix), Settings(contextSources=()))
+            g = rec.last
+            got = eval_lines.completed_line(case, comp.text, comp.replace_chars) if comp else \
+                eval_lines.completed_line(case, "")
+            rows[c].append({"case": case.id, "kind": case.kind, "text": comp.text if comp else None,
+                            "exact": got.strip() == case.target.strip(),
+                            "decode_s": g.decode_s if g else 0.0, "tokens": len(g.ids) if g else 0,
+                            "passes": g.timings["decode_passes"] if g else 0,
+                            "drafted": g.timings.get("drafted", 0) if g else 0,
+                            "accepted": g.timings.get("draft_accepted", 0) if g else 0})
+        print(f"  case {i + 1}/{len(cases)}", file=sys.stderr, end="\r")
+    lookup.NGRAM_SIZES = default_sizes
+    minutes = (time.time() - t_start) / 60
+
+    base = rows[configs[0]]
+    print(f"\n{len(cases)} cases of eval_lines.py (apache-superset-core 0.1.0), model {model_path}, "
+          f"{os.cpu_count()} CPUs, {minutes:.1f} min")
+    print(f"{'config':<8}{'decode s':>10}{'x off':>7}{'tokens':>8}{'passes':>8}{'drafted':>9}{'accepted':>10}"
+          f"{'ms/token':>10}{'p50 ms':>8}{'differ':>8}{'exact':>7}")
+    summary = {}
+    for c in configs:
+        r = rows[c]
+        dec = sum(x["decode_s"] for x in r)
+        toks = sum(x["tokens"] for x in r)
+        long = [x["decode_s"] * 1000 for x in r if x["tokens"] > 1]
+        s = {"decode_s": dec, "ratio": dec / max(sum(x["decode_s"] for x in base), 1e-9), "tokens": toks,
+             "passes": sum(x["passes"] for x in r), "drafted": sum(x["drafted"] for x in r),
+             "accepted": sum(x["accepted"] for x in r), "ms_per_token": 1000 * dec / max(toks, 1),
+             "decode_p50_ms": statistics.median(long) if long else 0.0,
+             "differ": sum(x["text"] != b["text"] for x, b in zip(r, base)),
+             "exact": sum(x["exact"] for x in r)}
+        summary[c] = s
+        print(f"{c:<8}{dec:10.2f}{s['ratio']:7.2f}{toks:8d}{s['passes']:8d}{s['drafted']:9d}{s['accepted']:10d}"
+              f"{s['ms_per_token']:10.2f}{s['decode_p50_ms']:8.0f}{s['differ']:8d}{s['exact']:7d}")
+    out = {"model": str(model_path), "cases": len(cases), "summary": summary, "rows": rows}
+    if a.json:
+        a.json.write_text(json.dumps(out, indent=1))
+    return out
+
+
+if __name__ == "__main__":
+    main()
