@@ -196,6 +196,47 @@ async def lsp(bundle: Path, device: str, runs: int, env: dict | None = None) -> 
     return out
 
 
+def draft_pass_costs(bundle: Path, variant: str, device: str) -> dict:
+    """What drafts from the prompt (README "Drafts from the prompt") would cost on this device:
+    the time of a pass of k tokens against a pass of one, on a copy of the graph given the
+    `logits_tail` output (the CPU graphs have it; the CUDA graph does not until this is
+    measured). Random weights never match a draft, so this measures cost, not gain: on two
+    CPU cores a pass of 6 costs 1.7x a pass of 1, and drafts decode held-out completions in
+    0.58x the time."""
+    import numpy as np
+
+    from tandem.model.genai import TAIL_OUTPUT, GenaiLM
+    from tandem_models.genai_build import add_logits_tail
+    tail = bundle / f"{variant}-tail"
+    shutil.rmtree(tail, ignore_errors=True)
+    tail.mkdir()
+    for f in (bundle / variant).iterdir():
+        (os.link if f.name != "model.onnx" else shutil.copy2)(f, tail / f.name)
+    add_logits_tail(tail)
+    out = {}
+    for name, d in (("pruned", bundle / variant), ("tail", tail)):
+        lm = GenaiLM(d, device)
+        slot = lm._slot("completion", 2048)
+        rng = np.random.default_rng(4)
+        lm._append(slot, [int(x) for x in rng.integers(100, 30000, 1000)], False)
+        times = {}
+        for _ in range(5):
+            for k in (1, 2, 4, 6, 8, 16):
+                t0 = time.perf_counter()
+                if name == "tail":
+                    rows = lm._verify(slot, [5] * k)
+                    assert rows.shape[0] == k, rows.shape
+                else:
+                    lm._append(slot, [5] * k, True)
+                times.setdefault(k, []).append((time.perf_counter() - t0) * 1e3)
+                lm._drop(slot, k)
+        out[name] = {k: round(float(np.median(v)), 3) for k, v in times.items()}
+        if name == "tail":
+            out["tail_output"] = TAIL_OUTPUT
+        lm.close()
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True)
@@ -234,6 +275,11 @@ def main() -> int:
             skip = "torch" if size == "1.5b" else ""
             r["slots"] = slots_check(bundle, variant, device)
             log(f"{size}: slots {r['slots']}")
+            try:
+                r["draft_pass_ms"] = draft_pass_costs(bundle, variant, device)
+            except Exception:
+                r["draft_pass_ms"] = {"error": traceback.format_exc()}
+            log(f"{size}: pass of k tokens (ms) {r['draft_pass_ms']}")
             r["engine"] = bench_engine.main(["--model", str(bundle), "--device", device, "--hf", str(hf),
                                              "--repeats", str(a.repeats), "--skip", skip])
             r["prefill_shapes"] = prefill_shapes(bundle, variant, device)

@@ -93,8 +93,10 @@ class CompletionEngine:
         sugg = postprocess.finish(ctx, raw, hit_token_limit=gen.stop_reason == "max_tokens")
         latency = (time.perf_counter() - t0) * 1000
         log.debug("completion: %d prompt tokens (%d reused, %d healed), %d generated in %.0f ms (prefill %.0f, "
-                  "decode %.0f), raw=%r", len(ids), gen.reused_tokens, heal.drop, len(gen.ids), latency,
-                  gen.prefill_s * 1e3, gen.decode_s * 1e3, raw[:200])
+                  "decode %.0f in %s passes, %s of %s drafted tokens kept), raw=%r", len(ids), gen.reused_tokens,
+                  heal.drop, len(gen.ids), latency, gen.prefill_s * 1e3, gen.decode_s * 1e3,
+                  gen.timings.get("decode_passes", "?"), gen.timings.get("draft_accepted", 0),
+                  gen.timings.get("drafted", 0), raw[:200])
         result = Completion(sugg.text if sugg else "", sugg.replace_chars if sugg else 0, ctx.multiline,
                             latency, len(ids), gen.reused_tokens, len(gen.ids),
                             logprobs=tuple(gen.logprobs), token_ids=tuple(gen.ids),

@@ -11,8 +11,9 @@ only the names defined here; the runtimes live behind it:
 - `runtime.CausalLM`: a raw onnxruntime `InferenceSession` over an optimum-onnx export, for
   architectures the builder does not know and for models built before it.
 
-Both share `decode_loop` below, so sampling, per-token logprobs, stop checks, constraints
-and cancellation behave the same whichever runtime runs the model.
+Both share `decode_loop` below, so sampling, per-token logprobs, drafts from the prompt
+(speculative decoding, model/lookup.py), stop checks, constraints and cancellation behave the
+same whichever runtime runs the model.
 """
 from __future__ import annotations
 

@@ -4,8 +4,10 @@ Why this runtime (measured; README "Serving speed"): the builder's graph fuses a
 (GroupQueryAttention with rotary inside) and writes the KV cache in place in a buffer that
 stays on the device between steps and between requests; on a GPU the decode step replays a
 CUDA graph. Tandem keeps its own decode loop on top (`backend.decode_loop`): the generator
-appends tokens and hands back the last position's logits; sampling, per-token logprobs,
-stop checks, constraints and cancellation are Tandem's, the same for every backend.
+appends tokens and hands back the last position's logits, or, for a pass that carries drafted
+tokens, every position's (the `logits_tail` output the pipeline adds to CPU graphs); sampling,
+per-token logprobs, drafts, stop checks, constraints and cancellation are Tandem's, the same
+for every backend.
 
 Each cache slot (completion, function, explain) is its own `Generator`, so their prefixes do
 not evict each other. A new prompt rewinds its slot to the tokens it shares with the last
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import mmap
 import os
 import threading
 import time
@@ -222,9 +225,11 @@ class GenaiLM:
 
 
 def _has_output(graph: Path, name: str) -> bool:
-    """Does the graph declare an output called `name`? (The graph file holds no weights, only
-    names and structure, so reading it costs little; onnx itself is not a server dependency.)"""
+    """Does the graph file name an output `name`? A search of its bytes (onnx is not a server
+    dependency): the builder keeps the weights in model.onnx.data, so the file is small, and a
+    graph with its weights inside is searched through a memory map, not read into memory."""
     try:
-        return name.encode() in graph.read_bytes()
-    except OSError:
+        with open(graph, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+            return m.find(name.encode()) >= 0
+    except (OSError, ValueError):  # missing, unreadable, or empty
         return False
