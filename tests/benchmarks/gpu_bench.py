@@ -214,7 +214,7 @@ def draft_pass_costs(bundle: Path, variant: str, device: str) -> dict:
         (os.link if f.name != "model.onnx" else shutil.copy2)(f, tail / f.name)
     add_logits_tail(tail)
     out = {}
-    for name, d in (("pruned", bundle / variant), ("tail", tail)):
+    for name, d in (("as served", bundle / variant), ("tail", tail)):
         lm = GenaiLM(d, device)
         slot = lm._slot("completion", 2048)
         rng = np.random.default_rng(4)
