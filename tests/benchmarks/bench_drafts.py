@@ -1,8 +1,11 @@
 """Benchmark: speculative decoding with drafts looked up in the prompt, through the completion
 engine, on held-out code.
 
-    .venv/bin/python tests/benchmarks/bench_drafts.py [--model default|tiny|DIR] [--cases 60]
-        [--configs off,d3,d5,d7,d5-n1,d5-n3] [--json OUT]
+    make bench-drafts, or
+    .venv/bin/python tests/benchmarks/bench_drafts.py [--model default|tiny|DIR] [--cases 100]
+        [--configs off,a5] [--json OUT]
+
+(the sweep behind the defaults: --cases 60 --configs off,d3,d5,d7,d5-n1,d5-n3,a5)
 
 The cases are eval_lines.py's (apache-superset-core 0.1.0, cut at four kinds of cursor), each
 completed by the server's CompletionEngine in-process (the prompt, stop rules and
@@ -13,8 +16,8 @@ a later configuration reuses the first one's KV cache), so only decoding is comp
 
 Configurations: `off` (one forward pass per token), `dN` (drafts of at most N tokens, the
 n-gram sizes of tandem/model/lookup.py), `dN-n1` (also single-token matches), `dN-n3` (only
-3-token matches), `aN` (adaptive: N at first, 2 more after a draft accepted whole, 1 fewer
-after a miss, between 1 and N + 3).
+3-token matches), `aN` (adaptive, what the server does with N = 5: N at first, 2 more after a
+draft kept whole, up to N + 3; after a miss, one more than the tokens kept).
 
 Prints, per configuration: decode time summed over the cases and its ratio to `off`, tokens,
 forward passes, drafted and accepted tokens, and how many completions differ from `off`'s
@@ -65,8 +68,8 @@ def parse_config(name: str) -> tuple[int, tuple[int, ...] | None, bool]:
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="default", help="tiny, default, or a model directory")
-    ap.add_argument("--cases", type=int, default=60)
-    ap.add_argument("--configs", default="off,d3,d5,d7,d5-n1,d5-n3")
+    ap.add_argument("--cases", type=int, default=100)
+    ap.add_argument("--configs", default="off,a5", help="off, dN, dN-n1, dN-n3, aN (a5: the default)")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args(argv)
 

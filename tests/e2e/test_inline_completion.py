@@ -96,9 +96,11 @@ async def test_cancel_request_stops_the_decode_loop(tiny_model):
         with pytest.raises(Exception, match="(?i)cancel"):
             await asyncio.wait_for(pending, 10)
         await s.wait_for(lambda: any("generation cancelled" in m for m in s.logs()), 10, "cancel log")
-        stopped_at = int(re.search(r"cancelled after (\d+)", next(
+        # A forward pass may carry drafted tokens (README "Drafts from the prompt"), so what
+        # cancelling bounds is the passes, not the tokens.
+        passes = int(re.search(r"cancelled after \d+ new tokens \((\d+) forward passes", next(
             m for m in s.logs() if "generation cancelled" in m)).group(1))
-        assert stopped_at <= 2  # cancelled after 0.6 s at 0.4 s a token: within a step of it
+        assert passes <= 1  # cancelled after 0.6 s at 0.4 s a pass: within a pass of it
         # The inference thread is free again: a short completion comes straight back.
         s.open("file:///tmp/tandem-test/b.py", "def add(a, b):\n    ")
         item = (await s.complete("file:///tmp/tandem-test/b.py", 1, 4, timeout=15)).items[0]

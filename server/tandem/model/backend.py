@@ -232,21 +232,22 @@ def decode_loop(prompt: list[int], reuse: int, feed: Callable[[list[int], bool],
             break
         if step == max_new_tokens - 1:
             break
-        if cancel.is_set():
-            log.info("generation cancelled after %d new tokens", len(ids))
-            raise Cancelled()
         if pending:
             if pending[0] == tok:  # the draft guessed this step: its logits are already here
                 pending.pop(0)
                 accepted += 1
                 if not pending:
                     lookup.outcome(draft_len, draft_len)
+                if cancel.is_set():
+                    _cancelled(ids, passes)
                 continue
             lookup.outcome(draft_len, draft_len - len(pending))
             speculate.drop(len(pending))  # a wrong guess: the cache forgets the rest of the draft
             pending, rows = [], []
         if step_delay:
             time.sleep(step_delay)
+        if cancel.is_set():
+            _cancelled(ids, passes)
         draft = lookup.propose(ids, max_new_tokens - step - 2) if lookup is not None else []
         passes += 1
         if draft:
@@ -261,6 +262,11 @@ def decode_loop(prompt: list[int], reuse: int, feed: Callable[[list[int], bool],
     if lookup is not None:
         gen.timings.update(drafted=drafted, draft_accepted=accepted)
     return gen
+
+
+def _cancelled(ids: list[int], passes: int):
+    log.info("generation cancelled after %d new tokens (%d forward passes)", len(ids), passes)
+    raise Cancelled()
 
 
 def gpu_present() -> bool:
