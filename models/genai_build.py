@@ -113,7 +113,9 @@ def add_logits_tail(variant_dir: Path, positions: int = TAIL_POSITIONS) -> bool:
     on those positions; `logits` (last position only, which onnxruntime-genai reads) is sliced
     from it, so a one-token decode step costs what it did, and a prefill pass computes
     `positions` rows of the lm_head instead of one. Idempotent; rewrites only `model.onnx` (the
-    weights file is untouched), atomically. Returns whether the graph changed."""
+    weights file is untouched), atomically. Returns whether the graph changed: a graph whose
+    lm_head is not pruned the way the builder prunes it is left as it is (the model then
+    decodes one token per pass, as it did before), with a note, not a failed build."""
     import onnx
     from onnx import TensorProto, helper
     from tandem.model.genai import TAIL_OUTPUT
@@ -129,8 +131,9 @@ def add_logits_tail(variant_dir: Path, positions: int = TAIL_POSITIONS) -> bool:
     gather = producers.get(unsqueeze.input[0]) if unsqueeze is not None else None
     if head is None or unsqueeze is None or gather is None or unsqueeze.op_type != "Unsqueeze" \
             or gather.op_type != "Gather":
-        raise PipelineError(f"{path}: the lm_head is not pruned the way onnxruntime-genai's builder "
-                            f"{BUILDER_VERSION} prunes it (Gather -1, Unsqueeze); cannot add {TAIL_OUTPUT}")
+        log(f"{variant_dir.name}: the lm_head is not pruned the way onnxruntime-genai's builder {BUILDER_VERSION} "
+            f"prunes it (Gather -1, Unsqueeze), so no {TAIL_OUTPUT} output: this model decodes without drafts")
+        return False
     hidden = gather.input[0]
     consts = [
         helper.make_tensor("/lm_head/tail/starts", TensorProto.INT64, [1], [-positions]),

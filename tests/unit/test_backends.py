@@ -285,3 +285,20 @@ def test_the_optimum_backend_drafts_too(tiny):
     b = off.generate(ids, max_new_tokens=24, stop_ids=stop)
     assert a.ids == b.ids and np.allclose(a.logprobs, b.logprobs, atol=1e-3)
     assert a.timings["draft_accepted"] > 0 and "drafted" not in b.timings
+
+
+def test_a_graph_pruned_some_other_way_is_left_as_it_is(tmp_path):
+    """The drafts' extra output is an optimisation: a graph it does not recognise still builds."""
+    import onnx
+    from onnx import TensorProto, helper
+    from tandem_models.genai_build import add_logits_tail
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["hidden", "w"], ["logits"])], "g",
+        [helper.make_tensor_value_info("hidden", TensorProto.FLOAT, ["batch", "seq", 4])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "seq", 8])],
+        [helper.make_tensor("w", TensorProto.FLOAT, [4, 8], [0.0] * 32)])
+    onnx.save(helper.make_model(graph), str(tmp_path / "model.onnx"))
+    before = (tmp_path / "model.onnx").read_bytes()
+    assert not add_logits_tail(tmp_path)
+    assert (tmp_path / "model.onnx").read_bytes() == before
+    assert not any(p.name.startswith(".tmp") for p in tmp_path.iterdir())
