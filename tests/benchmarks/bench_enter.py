@@ -7,10 +7,14 @@ L+1 replaced by its indentation, the cursor after it; the expected completion is
 Lines L are bench_repo_context.py's cut-site lines (tomlkit, click, jinja2 sdists, pinned),
 where the next line is code.
 
-Two arms per site, each with a fresh context service and the engine's result cache cleared,
-run one after the other on the same model:
+Arms per site (`--arms`, default fresh,kept), each with a fresh context service and the
+engine's result cache cleared, run one after the other on the same model:
   - fresh:  the block gathered again for the new line (the behaviour before `prompt_head` kept it);
-  - kept:   the server's `prompt_head` (keeps the block gathered at line L).
+  - kept:   the server's `prompt_head` (keeps the block gathered at line L);
+  - kept-noprior: kept, with drafts looked up in the prompt only, not also in what the KV cache
+            held before (the line L request's answer: tandem/model/lookup.py PRIOR);
+  - kept-nodraft: kept, one token per forward pass (no drafts).
+Paired gains and losses compare the second arm with the first.
 Scored on the Enter completion: exact match and edit similarity of line L+1, its latency
 (gathering included), prompt tokens computed (not reused from the KV cache).
 
@@ -80,7 +84,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=None, help="draw other sites (bench_repo_context's SEED by default)")
     ap.add_argument("--per-file", type=int, default=None, help="sites drawn per file at most (default: its PER_FILE)")
     ap.add_argument("--json", type=str, default="")
+    ap.add_argument("--arms", default="fresh,kept", help="two or more of fresh, kept, kept-noprior, kept-nodraft")
     args = ap.parse_args()
+    arms = args.arms.split(",")
+    from tandem.model import lookup
     import bench_repo_context
 
     if args.seed is not None:
@@ -105,20 +112,24 @@ def main() -> None:
         if case is None:
             continue
         row = {k: site[k] for k in ("package", "file", "line")} | {"target": case["target"]}
-        for arm, keep in (("fresh", False), ("kept", True)):
+        for arm in arms:
             svc = service_for(roots[site["package"]], path_to_uri(site["path"]), case["before"][0])
-            row[arm] = run_arm(engine, svc, settings, site, case, keep)
-            svc.shutdown()
+            drafts, lookup.PRIOR = model.lm.draft_tokens, arm != "kept-noprior"
+            model.lm.draft_tokens = 0 if arm == "kept-nodraft" else drafts
+            try:
+                row[arm] = run_arm(engine, svc, settings, site, case, arm != "fresh")
+            finally:
+                model.lm.draft_tokens, lookup.PRIOR = drafts, True
+                svc.shutdown()
         rows.append(row)
-        f, k = row["fresh"]["after"], row["kept"]["after"]
-        print(f"[{i + 1}/{len(chosen)}] {site['file']}:{site['line'] + 2} {case['target']!r}\n"
-              f"    fresh {f['text']!r} {f['ms']:.0f} ms, {f['prompt_tokens'] - f['reused']} computed"
-              f"{'' if row['fresh']['block_kept'] else ' (block changed)'}\n"
-              f"    kept  {k['text']!r} {k['ms']:.0f} ms, {k['prompt_tokens'] - k['reused']} computed",
-              file=sys.stderr, flush=True)
+        print(f"[{i + 1}/{len(chosen)}] {site['file']}:{site['line'] + 2} {case['target']!r}", file=sys.stderr)
+        for arm in arms:
+            a = row[arm]["after"]
+            print(f"    {arm:<13} {a['text']!r} {a['ms']:.0f} ms, {a['prompt_tokens'] - a['reused']} computed"
+                  f"{'' if row[arm]['block_kept'] else ' (block changed)'}", file=sys.stderr, flush=True)
     summary = {"sites": len(rows), "machine": machine(), "model": model.describe(),
                "minutes": round((time.time() - t_start) / 60, 1)}
-    for arm in ("fresh", "kept"):
+    for arm in arms:
         a = [r[arm] for r in rows]
         summary[arm] = {
             "exact_match": round(100 * sum(x["exact"] for x in a) / max(1, len(a)), 1),
@@ -129,13 +140,15 @@ def main() -> None:
             "mean_computed_tokens": round(statistics.mean(x["after"]["prompt_tokens"] - x["after"]["reused"]
                                                           for x in a)) if a else 0,
             "block_kept": sum(x["block_kept"] for x in a)}
-    gained = sum(r["kept"]["exact"] and not r["fresh"]["exact"] for r in rows)
-    lost = sum(r["fresh"]["exact"] and not r["kept"]["exact"] for r in rows)
-    changed = [r for r in rows if not r["fresh"]["block_kept"]]
-    summary["paired"] = {"gained": gained, "lost": lost, "sign_test_p": sign_test(gained, lost),
-                         "sites_where_fresh_changed_the_block": len(changed),
+    first, second = arms[0], arms[1]
+    gained = sum(r[second]["exact"] and not r[first]["exact"] for r in rows)
+    lost = sum(r[first]["exact"] and not r[second]["exact"] for r in rows)
+    changed = [r for r in rows if not r[first]["block_kept"]]
+    summary["paired"] = {"arms": [first, second], "gained": gained, "lost": lost,
+                         "sign_test_p": sign_test(gained, lost),
+                         "sites_where_the_first_arm_changed_the_block": len(changed),
                          "p50_ms_there": {arm: round(statistics.median(r[arm]["after"]["ms"] for r in changed))
-                                          for arm in ("fresh", "kept")} if changed else {}}
+                                          for arm in (first, second)} if changed else {}}
     print(json.dumps(summary, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps({"summary": summary, "results": rows}, indent=1))

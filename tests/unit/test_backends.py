@@ -209,6 +209,11 @@ def test_prompt_lookup_proposes_what_followed_the_last_ngram():
     lookup.outcome(3, 3)
     lookup.outcome(5, 5)
     assert lookup.propose([], room=50) == list(range(3, 10))
+    # What the cache held before (e.g. the answer shown before Enter) is searched first.
+    lookup = PromptLookup([1, 2, 3, 4, 1, 2], limit=4, prior=[9, 1, 2, 7, 8])
+    assert lookup.propose([], room=10) == [7, 8]
+    assert lookup.propose([7], room=10) == [8]  # (2, 7) only occurs there
+    assert PromptLookup([1, 2, 3, 4, 1, 2], limit=4, prior=[5, 1, 2]).propose([], room=10) == [3, 4, 1, 2]
 
 
 def _pair(directory: Path):

@@ -176,7 +176,7 @@ def decode_loop(prompt: list[int], reuse: int, feed: Callable[[list[int], bool],
                 max_new_tokens: int, stop_ids: set[int], cancel: threading.Event,
                 stop_check=None, sampling: Sampling | None = None, constraint: Constraint | None = None,
                 step_delay: float = 0.0, prefill_chunk: int = PREFILL_CHUNK, bucketed: bool = False,
-                speculate: Speculation | None = None) -> Generation:
+                speculate: Speculation | None = None, prior: list[int] | None = None) -> Generation:
     """Run `prompt[reuse:]` through `feed(ids, want_logits)` (which appends tokens to the
     backend's cache and, when asked, returns the float32 logits of the last one), then decode.
     The cancellation flag is checked before every forward pass, so a cancelled request stops
@@ -209,7 +209,8 @@ def decode_loop(prompt: list[int], reuse: int, feed: Callable[[list[int], bool],
     scratch = None
     rows = [logits]  # logits for the next positions: rows[i + 1] holds if pending[:i + 1] are picked
     pending: list[int] = []  # drafted tokens in the cache beyond the ones picked so far
-    lookup = PromptLookup(prompt, speculate.draft_tokens) if speculate and speculate.draft_tokens > 0 else None
+    lookup = PromptLookup(prompt, speculate.draft_tokens, prior=prior) \
+        if speculate and speculate.draft_tokens > 0 else None
     drafted = accepted = passes = 0
     for step in range(max_new_tokens):
         logits = rows.pop(0)

@@ -206,6 +206,7 @@ class GenaiLM:
             t0 = time.perf_counter()
             try:
                 reuse = common_prefix(s.ids, prompt)
+                prior = s.ids[reuse:]  # what this request makes the cache forget: a draft source
                 if reuse < len(s.ids):
                     try:
                         s.generator.rewind_to(reuse)
@@ -216,7 +217,7 @@ class GenaiLM:
                                   max_new_tokens=max_new_tokens, stop_ids=stop_ids, cancel=cancel,
                                   stop_check=stop_check, sampling=sampling, constraint=constraint,
                                   step_delay=self._step_delay, prefill_chunk=PREFILL_CHUNK[self.device],
-                                  bucketed=self.bucketed, speculate=self._speculation(s))
+                                  bucketed=self.bucketed, speculate=self._speculation(s), prior=prior)
             except BackendError:
                 self._slots.pop(slot, None)  # its cache can no longer be trusted: a fresh one next time
                 raise

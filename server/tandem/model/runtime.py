@@ -132,6 +132,7 @@ class CausalLM:
         with self._lock:
             cache = self._slots.setdefault(slot, _Cache())
             reuse = common_prefix(cache.ids, prompt) if cache.kv is not None else 0
+            prior = cache.ids[reuse:]  # what this request makes the cache forget: a draft source
             past = [kv[:, :, :reuse, :] for kv in cache.kv] if reuse else self._empty_past()
             cache.ids, cache.kv = list(prompt[:reuse]), past
 
@@ -153,6 +154,7 @@ class CausalLM:
             t0 = time.perf_counter()
             gen = decode_loop(prompt, reuse, lambda ids, want: verify(ids)[-1], max_new_tokens=max_new_tokens,
                               stop_ids=stop_ids, cancel=cancel, stop_check=stop_check, sampling=sampling,
-                              constraint=constraint, step_delay=self._step_delay, speculate=speculate)
+                              constraint=constraint, step_delay=self._step_delay, speculate=speculate,
+                              prior=prior)
             gen.timings["total_s"] = time.perf_counter() - t0
             return gen
