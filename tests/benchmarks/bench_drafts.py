@@ -17,7 +17,11 @@ a later configuration reuses the first one's KV cache), so only decoding is comp
 Configurations: `off` (one forward pass per token), `dN` (drafts of at most N tokens, the
 n-gram sizes of tandem/model/lookup.py), `dN-n1` (also single-token matches), `dN-n3` (only
 3-token matches), `aN` (adaptive, what the server does with N = 5: N at first, 2 more after a
-draft kept whole, up to N + 3; after a miss, one more than the tokens kept).
+draft kept whole, up to N + 3; after a miss, one more than the tokens kept); `-np` after any of
+them: drafts from the prompt only, not also from what the KV cache held before (lookup.PRIOR).
+Each answer is dropped from the cache after it is timed, so what the cache held before is the
+previous prompt's end, never an answer to the same prompt: `bench_enter.py` measures what the
+last answer is worth as a draft.
 
 Prints, per configuration: decode time summed over the cases and its ratio to `off`, tokens,
 forward passes, drafted and accepted tokens, and how many completions differ from `off`'s
@@ -55,14 +59,22 @@ class Recorder:
 
     def generate(self, prompt, **kw):
         self.last = self.lm.generate(prompt, **kw)
+        # Forget the answer: the next configuration runs the same prompt, and drafts from what
+        # the cache held before (lookup.PRIOR) would find this very answer there.
+        slot = getattr(self.lm, "_slots", {}).get(kw.get("slot", "completion"))
+        if slot is not None and len(slot.ids) > len(prompt):
+            self.lm._drop(slot, len(slot.ids) - len(prompt))
         return self.last
 
 
-def parse_config(name: str) -> tuple[int, tuple[int, ...] | None, bool]:
+def parse_config(name: str) -> tuple[int, tuple[int, ...] | None, bool, bool]:
+    """(draft tokens, n-gram sizes, adaptive, prior) from e.g. `a5`, `d5-n1`, `a5-np`."""
     if name == "off":
-        return 0, None, False
-    length, _, sizes = name[1:].partition("-n")
-    return int(length), {"1": (3, 2, 1), "3": (3,)}[sizes] if sizes else None, name[0] == "a"
+        return 0, None, False, False
+    head, *flags = name.split("-")
+    sizes = {"n1": (3, 2, 1), "n3": (3,)}
+    chosen = next((sizes[f] for f in flags if f in sizes), None)
+    return int(head[1:]), chosen, head[0] == "a", "np" not in flags
 
 
 def main(argv=None) -> dict:
@@ -94,10 +106,10 @@ def main(argv=None) -> dict:
     for i, case in enumerate(cases):
         order = configs[i % len(configs):] + configs[:i % len(configs)]
         for c in order:
-            length, sizes, adaptive = parse_config(c)
+            length, sizes, adaptive, prior = parse_config(c)
             m.lm.draft_tokens = length
             lookup.NGRAM_SIZES = sizes or default_sizes
-            lookup.ADAPTIVE = adaptive
+            lookup.ADAPTIVE, lookup.PRIOR = adaptive, prior
             rec.last = None
             comp = engines[c].complete(case.prefix + case.suffix, len(case.prefix), Settings(contextSources=()))
             g = rec.last
@@ -110,7 +122,7 @@ def main(argv=None) -> dict:
                             "drafted": g.timings.get("drafted", 0) if g else 0,
                             "accepted": g.timings.get("draft_accepted", 0) if g else 0})
         print(f"  case {i + 1}/{len(cases)}", file=sys.stderr, end="\r")
-    lookup.NGRAM_SIZES = default_sizes
+    lookup.NGRAM_SIZES, lookup.ADAPTIVE, lookup.PRIOR = default_sizes, True, True
     minutes = (time.time() - t_start) / 60
 
     base = rows[configs[0]]
