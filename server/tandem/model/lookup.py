@@ -6,7 +6,8 @@ context block. When the last few tokens generated also occur earlier in the prom
 answer, the tokens that followed them there are a cheap guess at what comes next. The decode
 loop (backend.decode_loop) runs the guess through the model in one pass with the token it has
 just chosen, and keeps the longest run of the guess that the model itself would have chosen
-token by token: the output is the model's, only fewer passes run.
+token by token: the output is the model's (up to the rounding of a several-token pass in a
+quantized graph; see backend.decode_loop), only fewer passes run.
 
 Nothing here knows about models; it works on token ids.
 """
@@ -28,7 +29,8 @@ NGRAM_SIZES = (3, 2)  # the longest match wins
 ADAPTIVE = True
 # Also look in what the cache held before this request past the part it shares with it: the
 # last answer (after Enter, the line the editor showed as the next one) and the old prompt's
-# end. A match there is tried first.
+# end. A match there is tried first. On Enter (tests/benchmarks/bench_enter.py, 54 sites) it took
+# the p50 from 480 to 349 ms; at unrelated places it changed nothing measurable.
 PRIOR = True
 
 
