@@ -174,6 +174,8 @@ class GenaiLM:
 
     @staticmethod
     def _drop(slot: _Slot, n: int) -> None:
+        """Forget the last `n` tokens of the slot's cache (a rejected draft, or what a new
+        prompt does not share with the last one)."""
         try:
             slot.generator.rewind_to(len(slot.ids) - n)
         except Exception as e:
@@ -207,12 +209,8 @@ class GenaiLM:
             try:
                 reuse = common_prefix(s.ids, prompt)
                 prior = s.ids[reuse:]  # what this request makes the cache forget: a draft source
-                if reuse < len(s.ids):
-                    try:
-                        s.generator.rewind_to(reuse)
-                    except Exception as e:
-                        raise BackendError(str(e)) from e
-                    del s.ids[reuse:]
+                if prior:
+                    self._drop(s, len(prior))
                 gen = decode_loop(prompt, reuse, lambda ids, want: self._append(s, ids, want),
                                   max_new_tokens=max_new_tokens, stop_ids=stop_ids, cancel=cancel,
                                   stop_check=stop_check, sampling=sampling, constraint=constraint,
