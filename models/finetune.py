@@ -2,15 +2,21 @@
 
 nanoGPT style: one config, one data sampler, one training loop, read top to bottom.
 
-Examples use Qwen2.5-Coder's PSM layout, built by the server's own prompt builder
-(tandem.completion.prompt.build_fim_prompt) and followed by the middle and the end token:
+Examples use Qwen2.5-Coder's PSM layout, built by the completion engine's own prompt code
+(tandem.completion.engine.serving_prompt, which the engine calls for every completion) and
+followed by what the model must write and the end token:
 
-    <|fim_prefix|> prefix <|fim_suffix|> suffix <|fim_middle|> middle <|endoftext|>
+    <|fim_prefix|> prefix <|fim_suffix|> suffix <|fim_middle|> [healed] [indent] middle <|endoftext|>
 
-The special tokens are inserted by id, never by encoding their text (some tokenizers split
-that text into pieces). Prefix, suffix and middle are tokenized separately, as they are at
-serving time, so the model sees the same token boundaries at the cursor that the server
-will give it. A share of examples (1 - fim_rate) is plain left-to-right text.
+as the engine asks: a cursor on a line holding only indentation leaves the indentation for
+the model to write, and token healing drops the last prompt tokens before the cursor, which
+the model writes again. The special tokens are inserted by id, never by encoding their text
+(some tokenizers split that text into pieces). Prefix, suffix and middle are tokenized
+separately, as they are at serving time, so the model sees the same token boundaries at the
+cursor that the server will give it. A share of examples (1 - fim_rate) is plain left-to-right
+text. `tandem learn` (learn.py) adds the server's context block before the same layout.
+`--layout plain` (the tiny test model's recipe) keeps the cursor's text as it is, without
+healing or moving the indentation.
 
 Usage: python -m tandem_models.finetune --base DIR --data DIR_OR_FILES --out DIR [--steps N]
 """
@@ -25,6 +31,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from tandem.completion.engine import serving_prompt
+from tandem.completion.postprocess import rule_on
 from tandem.completion.prompt import FimIds, build_fim_prompt
 from tandem.settings import Settings
 
@@ -57,6 +65,10 @@ class FinetuneConfig:
     fim_rate: float = 0.9  # share of FIM examples; the rest is plain left-to-right text
     whole_file_rate: float = 0.1  # share of windows that are a whole file, where it fits
     middle_weight: float = 1.0  # loss weight of a FIM middle (and its end token) vs. the rest
+    # "serving": the completion engine's layout (serving_prompt: indentation left to the model,
+    # token healing); "plain": build_fim_prompt alone, the cursor's text as it is (the tiny test
+    # model's recipe: the tests' expectations were written against what it learnt that way).
+    layout: str = "serving"
     seed: int = 1337
     bf16: bool = True  # bf16 autocast: about 1.5x faster on these CPUs (AVX512-BF16); weights stay fp32
     micro_tokens: int = 2048  # padded tokens per forward pass (bounds memory: logits are
@@ -102,6 +114,11 @@ class FimSampler:
 
     def __init__(self, texts: list[str], tokenizer, cfg: FinetuneConfig, rng: random.Random):
         self.tok, self.cfg, self.rng = tokenizer, cfg, rng
+        # The `tokenizers` tokenizer underneath: token healing's vocabulary table reads it, as it
+        # reads the server's TextCodec; encoding with it gives the server's ids.
+        self._tok = getattr(tokenizer, "backend_tokenizer", None)
+        if self._tok is None:
+            raise ValueError("the tokenizer has no fast (`tokenizers`) backend: the server cannot load it either")
         self.docs = [t for t in texts if t.strip()]
         if not self.docs:
             raise ValueError("no training text: every file is empty")
@@ -120,9 +137,7 @@ class FimSampler:
         self.chars_per_token = len(sample) / max(1, n)
 
     def encode(self, text: str) -> list[int]:
-        if not text:
-            return []
-        return self.tok(text, add_special_tokens=False, return_token_type_ids=False)["input_ids"]
+        return self._tok.encode(text, add_special_tokens=False).ids if text else []
 
     def example(self) -> list[int]:
         text = self.window()
@@ -130,15 +145,25 @@ class FimSampler:
             return (self.encode(text) + [self.eot_id])[:self.cfg.seq_len]
         return self.fim_example(*self.split(text))
 
-    def fim_example(self, prefix: str, middle: str, suffix: str) -> list[int]:
-        """prefix/suffix as the server prompts them (tandem.completion.prompt.build_fim_prompt:
-        one FIM layout for training and serving), then the middle and the end token."""
-        mid = self.encode(middle)
-        budget = self.cfg.seq_len - len(mid) - 4
-        # The outer ends are trimmed first (whole lines, the prefix from an aligned line, as at
-        # serving time): the middle is what we train for.
-        prompt = build_fim_prompt(self, self.fim_ids, prefix, suffix, budget, SERVING_PREFIX_SHARE)
-        return [*prompt.ids, *mid, self.eot_id][:self.cfg.seq_len]
+    def fim_budget(self, middle: str) -> int:
+        """The prompt's token budget (the server's contextTokens) that seq_len leaves beside the
+        middle (and a few tokens for the healed text and the indentation)."""
+        return self.cfg.seq_len - len(self.encode(middle)) - 8
+
+    def fim_example(self, prefix: str, middle: str, suffix: str, head=()) -> list[int]:
+        """The prompt the engine sends for a cursor between `prefix` and `suffix` (after the
+        context block `head`, if any), then what the model must write there (the healed text,
+        the indentation, the middle) and the end token. The outer ends are trimmed first (whole
+        lines, the prefix from an aligned line, as at serving time): the middle is what we
+        train for."""
+        if self.cfg.layout == "plain":
+            mid = self.encode(middle)
+            prompt = build_fim_prompt(self, self.fim_ids, prefix, suffix, self.cfg.seq_len - len(mid) - 4,
+                                      SERVING_PREFIX_SHARE, head)
+            return [*prompt.ids, *mid, self.eot_id][:self.cfg.seq_len]
+        sp = serving_prompt(self, self.fim_ids, prefix, suffix, self.fim_budget(middle), SERVING_PREFIX_SHARE, head,
+                            heal=rule_on("heal"))  # as the engine: healing unless an evaluation turned it off
+        return [*sp.ids, *self.encode(sp.written_first + middle), self.eot_id][:self.cfg.seq_len]
 
     # A window is a run of whole lines, usually whole top-level blocks (a function, a
     # class), so an example reads like a small file and its end is a natural stopping point.
@@ -333,6 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fim-rate", type=float, default=defaults.fim_rate)
     ap.add_argument("--seed", type=int, default=defaults.seed)
     ap.add_argument("--no-bf16", action="store_true", help="train in plain float32")
+    ap.add_argument("--layout", choices=("serving", "plain"), default=defaults.layout,
+                    help="FIM examples as the completion engine prompts (serving) or the cursor's text as it is")
     args = ap.parse_args(argv)
 
     files = collect_files(args.data)
@@ -340,7 +367,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no source files found in {', '.join(map(str, args.data))}", file=sys.stderr)
         return 2
     cfg = FinetuneConfig(steps=args.steps, lr=args.lr, min_lr=args.lr / 10, batch_size=args.batch_size,
-                         seq_len=args.seq_len, fim_rate=args.fim_rate, seed=args.seed, bf16=not args.no_bf16)
+                         seq_len=args.seq_len, fim_rate=args.fim_rate, seed=args.seed, bf16=not args.no_bf16,
+                         layout=args.layout)
     finetune(args.base, files, args.out, cfg)
     print(args.out)
     return 0

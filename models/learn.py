@@ -28,11 +28,9 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from tandem.completion.engine import serving_prompt
-from tandem.completion.postprocess import rule_on
 from tandem.learn.context import ContextSettings, WorkspaceContext
 from tandem.learn import versions as V
 from tandem.learn.evaluate import CONTEXT_TOKENS, evaluate_path
@@ -41,7 +39,7 @@ from tandem.learn.workspace import WorkspaceError, collect, cut_sites, split
 from tandem.model.loader import sha256_file
 
 from .common import MANIFEST_NAME, PipelineError, load_tokenizer, read_json, write_json
-from .finetune import SERVING_PREFIX_SHARE, FimSampler, FinetuneConfig, _bucket
+from .finetune import FimSampler, FinetuneConfig, _bucket
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
@@ -92,6 +90,13 @@ class LearnConfig:
     #                  stops at the first adapted layer, so fewer layers train faster on a CPU
     middle_only: bool = True  # FIM loss on the middle only: lm_head (150k x hidden) runs on
     #                           those positions alone, not on every prompt token
+    # The files the user works in (relative paths; the editor's open and recently edited
+    # documents): they always train, and at least this share of the training windows comes from
+    # them (0: windows by file size alone, as for every other file). Measured (README, "The
+    # files you work in"): 0.5 lowered the loss of the lines written next in those files by
+    # 27% in 5 minutes against 21.5% by size alone, and no worse elsewhere; 0.75 was worse.
+    focus: tuple = ()
+    focus_share: float = 0.5
 
 
 class Cancelled(Exception):
@@ -122,21 +127,29 @@ class WorkspaceSampler(FimSampler):
     from retained accepted completions (no document: no context, as the log keeps none)."""
 
     def __init__(self, files, tok, cfg: FinetuneConfig, rng, extra: list[tuple[str, str, str]] | None = None,
-                 extra_rate: float = 0.0, context=None, line_rate: float = 0.0):
+                 extra_rate: float = 0.0, context=None, line_rate: float = 0.0, focus=(), focus_share: float = 0.0):
         files = [f for f in files if f.text.strip()]
-        # The `tokenizers` tokenizer underneath: token healing's vocabulary table and the
-        # context's special ids read it, as they read the server's TextCodec.
-        self._tok = getattr(tok, "backend_tokenizer", tok)
         super().__init__([f.text for f in files], tok, cfg, rng)
         self.rels = [f.rel for f in files]  # parallel to self.docs
         self.extra, self.extra_rate = extra or [], extra_rate if extra else 0.0
         self.context = context  # tandem.learn.context.WorkspaceContext, or None: no context block
         self.line_rate = line_rate
+        self.focus_weight(set(focus), focus_share)
         self.last_window = (0, 0)  # (index in docs, character offset) of the last window()
         self.stats = {"examples": 0, "tokens": 0, "context_examples": 0, "context_tokens": 0}
 
-    def encode(self, text: str) -> list[int]:
-        return self._tok.encode(text, add_special_tokens=False).ids if text else []
+    def focus_weight(self, focus: set, share: float) -> None:
+        """Scale the focus files' window weights (by size, like every file's) so that they get
+        at least `share` of the windows; never less than their size gives them."""
+        mine = sum(w for rel, w in zip(self.rels, self.weights) if rel in focus)
+        rest = sum(self.weights) - mine
+        if not mine or not rest or share <= 0 or mine / (mine + rest) >= share:
+            return
+        if share >= 1:
+            self.weights = [w if rel in focus else 0 for rel, w in zip(self.rels, self.weights)]
+            return
+        scale = share * rest / ((1 - share) * mine)
+        self.weights = [w * scale if rel in focus else w for rel, w in zip(self.rels, self.weights)]
 
     def window(self) -> str:
         """finetune.py's window, remembering which file it came from and where."""
@@ -187,21 +200,17 @@ class WorkspaceSampler(FimSampler):
         return text[:begin], text[begin:end], text[end:]
 
     def fim_example(self, prefix: str, middle: str, suffix: str, where=None) -> list[int]:
-        """The prompt the server sends for a cursor between `prefix` and `suffix` (with the
-        context block of the document `where` = (rel, text, offset), if given), then what the
-        model must write there (the healed text, the indentation, the middle) and the end token.
-        The budget the server calls contextTokens is what seq_len leaves for the prompt."""
-        budget = self.cfg.seq_len - len(self.encode(middle)) - 8  # a few for the healed text, indentation
+        """finetune.py's example (the engine's prompt, then what the model must write), with the
+        context block the server would put before it for the document `where` = (rel, text,
+        offset), if given, within the same budget (the server's contextTokens)."""
         head = ()
         if where is not None:
-            block = self.context.block(self, *where, budget)
+            block = self.context.block(self, *where, self.fim_budget(middle))
             if block is not None:
                 head = block.ids
                 self.stats["context_examples"] += 1
                 self.stats["context_tokens"] += len(head)
-        sp = serving_prompt(self, self.fim_ids, prefix, suffix, budget, SERVING_PREFIX_SHARE, head,
-                            heal=rule_on("heal"))  # as the engine: healing unless an evaluation turned it off
-        return [*sp.ids, *self.encode(sp.written_first + middle), self.eot_id][:self.cfg.seq_len]
+        return super().fim_example(prefix, middle, suffix, head)
 
     def _count(self, ids: list[int]) -> list[int]:
         self.stats["examples"] += 1
@@ -350,7 +359,7 @@ def train(hf_dir: Path, files, curve_sites, out: Path, cfg: LearnConfig, deadlin
     fcfg = FinetuneConfig(batch_size=cfg.batch_size, seq_len=cfg.seq_len, fim_rate=cfg.fim_rate,
                           middle_weight=cfg.middle_weight, seed=cfg.seed, bf16=cfg.bf16)
     sampler = WorkspaceSampler(files, tok, fcfg, random.Random(cfg.seed), extra, cfg.feedback_rate, context,
-                               cfg.line_rate)
+                               cfg.line_rate, cfg.focus, cfg.focus_share)
     model = _lora_model(hf_dir, cfg)
     inner = model.get_base_model()  # the causal LM with the LoRA layers in it
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -551,7 +560,12 @@ def learn(workspace: Path, model_path: str | None, cfg: LearnConfig, emit, cance
         if not coll.files:
             why = ("; " + ", ".join(f"{n} {r}" for r, n in coll.skipped.most_common())) if coll.skipped else ""
             raise WorkspaceError(f"no source files to learn from in {coll.root}{why}.")
-        train_files, held = split(coll.files, cfg.heldout_share, cfg.seed)
+        cfg = replace(cfg, focus=focus_files(coll, cfg.focus))
+        if cfg.focus:
+            emit("phase", phase="collect", message=f"{len(cfg.focus)} file(s) you work in always train"
+                                                   + (f", {cfg.focus_share:.0%} of the examples from them"
+                                                      if cfg.focus_share > 0 else "") + ": " + ", ".join(cfg.focus[:5]))
+        train_files, held = split(coll.files, cfg.heldout_share, cfg.seed, keep=cfg.focus)
         sites = cut_sites(held, cfg.eval_sites, cfg.seed)
         random.Random(cfg.seed).shuffle(sites)  # the first ones are used when time is short
         if not sites:
@@ -592,6 +606,22 @@ def learn(workspace: Path, model_path: str | None, cfg: LearnConfig, emit, cance
             shutil.rmtree(run, ignore_errors=True)  # done, failed or cancelled: a kill leaves it to resume
 
 
+def focus_files(coll, paths) -> tuple:
+    """The files the user works in (absolute paths, or relative to the workspace) that are
+    among the workspace's source files, as relative paths; the rest are ignored."""
+    rels = {f.rel for f in coll.files}
+    out = []
+    for p in paths:
+        path = Path(p)
+        try:
+            rel = path.resolve().relative_to(coll.root.resolve()).as_posix() if path.is_absolute() else path.as_posix()
+        except ValueError:
+            continue  # outside the workspace
+        if rel in rels and rel not in out:
+            out.append(rel)
+    return tuple(out)
+
+
 def _learn(coll, train_files, held, sites, key, resume, bundle, hf_dir, run, vid, cfg, emit, cancel, t_start,
            deadline) -> dict:
     weights = sum((hf_dir / f).stat().st_size for f in os.listdir(hf_dir) if f.endswith((".safetensors", ".bin")))
@@ -602,7 +632,7 @@ def _learn(coll, train_files, held, sites, key, resume, bundle, hf_dir, run, vid
     # Other files' context, as the server gathers it for a document of this workspace (the
     # same seam, index and budget split), in the evaluation's prompts and the training examples.
     csettings = ContextSettings(cfg.context_share, tuple(cfg.context_sources))
-    context = WorkspaceContext.for_run(coll.root, train_files, csettings)
+    context = WorkspaceContext.for_run(coll.root, train_files, csettings, cfg.focus)
     if context is not None:
         emit("phase", phase="collect", message=f"context from other files: {', '.join(csettings.sources)}, "
                                                f"{csettings.share:g} of each prompt; {len(context.open_files)} "
@@ -873,6 +903,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--layers", type=int, default=LearnConfig.layers, help="adapt the last N layers (0: all)")
     ap.add_argument("--line-rate", type=float, default=LearnConfig.line_rate,
                     help="share of the examples cut as line completions (the rest: mixed FIM splits)")
+    ap.add_argument("--focus", action="append", default=[], metavar="FILE",
+                    help="a file you work in (repeatable; the editor passes its open and recently edited files): "
+                         "it always trains, and gets --focus-share of the examples")
+    ap.add_argument("--focus-share", type=float, default=LearnConfig.focus_share,
+                    help="share of the training examples drawn from the --focus files, at least")
     ap.add_argument("--use-feedback", action="store_true", help="also train on retained accepted completions")
     ap.add_argument("--no-promote", action="store_true", help="evaluate and report, never switch")
     ap.add_argument("--json", action="store_true", help="progress as JSON lines on stdout")
@@ -883,7 +918,8 @@ def main(argv: list[str] | None = None) -> int:
                       context_share=a.context_share, checkpoint_s=a.checkpoint_seconds,
                       context_sources=tuple(x for x in a.context_sources.split(",") if x.strip()),
                       seed=a.seed, threads=a.threads, layers=a.layers, line_rate=a.line_rate,
-                      feedback_examples=a.use_feedback, promote=not a.no_promote)
+                      feedback_examples=a.use_feedback, promote=not a.no_promote,
+                      focus=tuple(x for f in a.focus for x in f.split(",") if x.strip()), focus_share=a.focus_share)
     emit = Reporter(a.json)
     cancel = threading.Event()
 

@@ -11,6 +11,15 @@ sampler, LoRA model and optimizer step (`train_step`) from the same base, for th
     .venv/bin/python tests/benchmarks/sweep_learn.py WORKSPACE --variants default,lr1e-4 --train-s 300
 
 WORKSPACE: e.g. a repository from bench_learn.py (~/.cache/tandem/bench-learn/src/...).
+
+`--focus N` measures training weighted to the files the user works in. The N largest held-out
+files stand for the files being written: the first `--focus-head` of each file's lines (the
+part already written) join the training files, and the loss is taken at sites in the rest (what
+the user writes next), beside sites in the other held-out files (elsewhere), which no variant
+sees. `focus` variants draw that share of training windows from those heads; `default` draws
+windows by file size alone.
+
+    .venv/bin/python tests/benchmarks/sweep_learn.py WORKSPACE --focus 3 --variants default,focus50
 Prints one JSON line per point and a table; nothing is saved but --out.
 """
 from __future__ import annotations
@@ -36,6 +45,11 @@ VARIANTS = {  # LearnConfig fields
     "lr1e-3": {"lr": 1e-3},
     "lr2e-3": {"lr": 2e-3},
     "layers4": {"layers": 4},
+    "focus25": {"focus_share": 0.25},
+    "focus50": {"focus_share": 0.5},
+    "focus75": {"focus_share": 0.75},
+    "seq192": {"seq_len": 192},
+    "seq512": {"seq_len": 512},
 }
 
 
@@ -48,6 +62,8 @@ def main() -> int:
     ap.add_argument("--every", type=float, default=100.0, help="held-out loss every this many seconds")
     ap.add_argument("--sites", type=int, default=40)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--focus", type=int, default=0, help="the N largest held-out files are being written (above)")
+    ap.add_argument("--focus-head", type=float, default=0.6, help="share of a focus file's lines already written")
     ap.add_argument("--out", type=Path)
     a = ap.parse_args()
 
@@ -55,7 +71,8 @@ def main() -> int:
     from transformers import AutoModelForCausalLM
 
     from tandem.learn.context import ContextSettings, WorkspaceContext
-    from tandem.learn.workspace import collect, cut_sites, split
+    from tandem.learn.context import recent_files
+    from tandem.learn.workspace import SourceFile, collect, cut_sites, split
     from tandem.model.loader import default_model_path
     from tandem_models.common import load_tokenizer
     from tandem_models.finetune import FinetuneConfig
@@ -68,19 +85,47 @@ def main() -> int:
     tok = load_tokenizer(hf)
     coll = collect(a.workspace)
     train_files, held = split(coll.files, base_cfg.heldout_share, base_cfg.seed)
-    sites = cut_sites(held, base_cfg.eval_sites, base_cfg.seed)
-    random.Random(base_cfg.seed).shuffle(sites)  # as learn does: its evaluation uses the first ones
-    sites = sites[:a.sites]
-    context = WorkspaceContext.for_run(coll.root, train_files, ContextSettings(base_cfg.context_share))
-    print(f"{coll.root}: {len(train_files)} training files, {len(held)} held out, {len(sites)} sites; "
-          f"{torch.get_num_threads()} threads", flush=True)
+    def shuffled_sites(files):
+        sites = cut_sites(files, base_cfg.eval_sites, base_cfg.seed)
+        random.Random(base_cfg.seed).shuffle(sites)  # as learn does: its evaluation uses the first ones
+        return sites[:a.sites]
+
+    open_files = recent_files(coll.root, train_files)
+    if a.focus:
+        focus = sorted(held, key=lambda f: -len(f.text))[:a.focus]
+        held = [f for f in held if f not in focus]
+        heads, tails = [], []
+        for f in focus:
+            lines = f.text.split("\n")
+            n = int(len(lines) * a.focus_head)
+            heads.append(SourceFile(f.rel, "\n".join(lines[:n]) + "\n"))
+            tails += [s for s in cut_sites([f], 10 ** 6, base_cfg.seed) if s.line >= n]
+        random.Random(base_cfg.seed).shuffle(tails)
+        train_files = sorted(train_files + heads, key=lambda f: f.rel)
+        open_files = open_files[len(heads):] + heads  # the editor has them open
+        base_cfg = replace(base_cfg, focus=tuple(f.rel for f in focus))
+        groups = {"focus": tails[:a.sites], "elsewhere": shuffled_sites(held)}
+    else:
+        groups = {"heldout": shuffled_sites(held)}
+    settings = ContextSettings(base_cfg.context_share)
+    context = WorkspaceContext(coll.root, open_files, settings) if settings.on else None
+    print(f"{coll.root}: {len(train_files)} training files, {len(held)} held out, "
+          + ", ".join(f"{len(v)} {k} sites" for k, v in groups.items())
+          + (f" (focus: {', '.join(base_cfg.focus)})" if a.focus else "")
+          + f"; {torch.get_num_threads()} threads", flush=True)
 
     def sampler_for(cfg: LearnConfig) -> WorkspaceSampler:
         fcfg = FinetuneConfig(batch_size=cfg.batch_size, seq_len=cfg.seq_len, fim_rate=cfg.fim_rate,
                               middle_weight=cfg.middle_weight, seed=cfg.seed, bf16=cfg.bf16)
-        return WorkspaceSampler(train_files, tok, fcfg, random.Random(cfg.seed), None, 0.0, context, cfg.line_rate)
+        return WorkspaceSampler(train_files, tok, fcfg, random.Random(cfg.seed), None, 0.0, context, cfg.line_rate,
+                                cfg.focus, cfg.focus_share)
 
-    held_examples = heldout_examples(sampler_for(base_cfg), sites)
+    # Scored in the default layout whatever a variant trains with (seq_len included).
+    held_examples = {k: heldout_examples(sampler_for(base_cfg), v) for k, v in groups.items()}
+
+    def losses(inner, bf16) -> dict:
+        return {f"{k}_loss": heldout_loss(inner, v, bf16) for k, v in held_examples.items()}
+
     rows = []
 
     def record(p: dict) -> None:
@@ -92,8 +137,7 @@ def main() -> int:
 
     base = AutoModelForCausalLM.from_pretrained(str(hf), dtype=torch.float32)
     t = time.monotonic()
-    record({"variant": "base", "train_s": 0, "heldout_loss": heldout_loss(base, held_examples, base_cfg.bf16),
-            "score_s": round(time.monotonic() - t, 1)})
+    record({"variant": "base", "train_s": 0, **losses(base, base_cfg.bf16), "score_s": round(time.monotonic() - t, 1)})
     del base
 
     for name in a.variants.split(","):
@@ -119,16 +163,17 @@ def main() -> int:
                 mark += a.every
                 model.eval()
                 record({"variant": name, "step": step, "train_s": round(train_s, 1), "tokens": tokens,
-                        "train_loss": round(loss, 3), "heldout_loss": heldout_loss(inner, held_examples, cfg.bf16)})
+                        "train_loss": round(loss, 3), **losses(inner, cfg.bf16)})
                 model.train()
         del model, opt
 
-    base_loss = rows[0]["heldout_loss"]
-    print(f"\nheld-out loss, {len(held_examples)} sites (base {base_loss:.3f}):")
-    for name in a.variants.split(","):
-        pts = [r for r in rows if r["variant"] == name]
-        print(f"  {name:<10} " + "  ".join(f"{r['train_s']:.0f}s {r['heldout_loss']:.3f}" for r in pts) +
-              f"   {100 * (pts[-1]['heldout_loss'] - base_loss) / base_loss:+.1f}%")
+    for k, v in held_examples.items():
+        base_loss = rows[0][f"{k}_loss"]
+        print(f"\n{k} loss, {len(v)} sites (base {base_loss:.3f}):")
+        for name in a.variants.split(","):
+            pts = [r for r in rows if r["variant"] == name]
+            print(f"  {name:<10} " + "  ".join(f"{r['train_s']:.0f}s {r[f'{k}_loss']:.3f}" for r in pts) +
+                  f"   {100 * (pts[-1][f'{k}_loss'] - base_loss) / base_loss:+.1f}%")
     return 0
 
 

@@ -86,8 +86,13 @@ def no_run_left(bundle: Path) -> bool:
 
 async def test_learn_over_lsp_promotes_on_gain_and_the_server_serves_it(bundle, tmp_path):
     ws = make_workspace(tmp_path / "ws")
+    # A document the user has open: it is passed as a file they work in (--focus) and trains.
+    # (One the split trains on anyway, so the run is the one this test was tuned for.)
+    from tandem.learn.workspace import collect, split
+    mine = split(collect(ws).files)[0][0].rel
     async with tandem({"modelPath": str(bundle), "learnMinGain": 2}, root=ws) as s:
         await s.wait_for_state("ready", timeout=120)
+        s.open((ws / mine).as_uri(), (ws / mine).read_text())
         result = await asyncio.wait_for(s.client.workspace_execute_command_async(types.ExecuteCommandParams(
             command="tandem.learn", arguments=[{"workspace": str(ws), "budgetMinutes": 20, **FAST}])), 900)
         print("learn result:", result)
@@ -113,6 +118,7 @@ async def test_learn_over_lsp_promotes_on_gain_and_the_server_serves_it(bundle, 
             assert (d / f).exists(), f
         report = json.loads((d / "report.json").read_text())
         assert report["before"]["sites"] == report["after"]["sites"] > 0 and report["loss"]
+        assert report["config"]["focus"] == [mine]
         # The held-out loss, before the first step and after the last: it fell with the gain.
         curve = report["training"]["curve"]
         assert curve[0]["step"] == 0 and curve[-1]["step"] == len(report["loss"])

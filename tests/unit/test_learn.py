@@ -81,6 +81,42 @@ def test_split_is_by_file_deterministic_and_stable(tmp_path):
     assert {f.rel for f in held2} - {"new.py"} == {f.rel for f in held}
 
 
+def test_files_the_user_works_in_always_train(tmp_path):
+    """`keep` (the editor's open documents): never held out; the other files split as without it."""
+    for i in range(30):
+        write(tmp_path, f"m{i:02d}.py", f"def f{i}():\n    return {i}\n")
+    files = collect(tmp_path).files
+    train, held = split(files, 0.2)
+    mine = [held[0].rel, train[0].rel]
+    train2, held2 = split(files, 0.2, keep=mine)
+    assert set(mine) <= {f.rel for f in train2} and not set(mine) & {f.rel for f in held2}
+    assert {f.rel for f in held2} == {f.rel for f in held} - set(mine)
+    assert len(train2) + len(held2) == 30
+    # nothing else to hold out: one of them is, rather than no check at all
+    t, h = split(files[:2], 0.2, keep=[f.rel for f in files[:2]])
+    assert len(t) == 1 and len(h) == 1
+    t, h = split(files[:2], 0.2, keep=[files[0].rel])
+    assert [f.rel for f in t] == [files[0].rel] and [f.rel for f in h] == [files[1].rel]
+
+
+def test_focus_files_are_named_inside_the_workspace_only(tmp_path):
+    from tandem_models.learn import focus_files
+    write(tmp_path, "pkg/a.py", "x = 1\n")
+    write(tmp_path, "b.py", "y = 2\n")
+    coll = collect(tmp_path)
+    got = focus_files(coll, [str(tmp_path / "pkg" / "a.py"), "b.py", "b.py", "/elsewhere/c.py", "missing.py",
+                             str(tmp_path / "pkg" / ".." / "b.py")])
+    assert got == ("pkg/a.py", "b.py")
+    # They are the run's open documents (what the `similar` provider searches), most recent last.
+    from tandem.learn.context import ContextSettings, WorkspaceContext
+    write(tmp_path, "c.py", "z = 3\n")
+    ctx = WorkspaceContext.for_run(tmp_path, collect(tmp_path).files, ContextSettings(0.3), ("b.py", "pkg/a.py"))
+    try:
+        assert ctx.open_files == ["c.py", "b.py", "pkg/a.py"]
+    finally:
+        ctx.close()
+
+
 def test_split_needs_two_files(tmp_path):
     write(tmp_path, "only.py", "x = 1\n")
     with pytest.raises(WorkspaceError, match="at least 2"):
@@ -201,6 +237,28 @@ def _sampler(tiny_model, texts, seq_len=64, context=None, rels=None):
     return WorkspaceSampler(files, tok, FinetuneConfig(seq_len=seq_len), random.Random(0), context=context)
 
 
+def test_focus_share_draws_windows_from_the_files_the_user_works_in(tiny_model):
+    """At least `focus_share` of the windows come from the focus files; a share below what
+    their size gives them changes nothing."""
+    pytest.importorskip("peft")
+    texts = [f"def f{i}(x):\n    return x + {i}\n" * 20 for i in range(4)]
+    rels = ["a.py", "b.py", "c.py", "mine.py"]
+
+    def share_of_mine(focus, share):
+        s = _sampler(tiny_model, texts, rels=rels)
+        s.focus_weight(set(focus), share)
+        picks = []
+        for _ in range(800):
+            s.window()
+            picks.append(s.rels[s.last_window[0]])
+        return picks.count("mine.py") / len(picks)
+
+    assert 0.18 < share_of_mine((), 0.0) < 0.32  # by size: a quarter
+    assert 0.18 < share_of_mine(("mine.py",), 0.1) < 0.32  # already more than 10%
+    assert 0.65 < share_of_mine(("mine.py",), 0.75) < 0.85
+    assert share_of_mine(("mine.py",), 1.0) == 1.0
+
+
 def test_training_tokenizer_encodes_as_the_server_does(tiny_model):
     """Training encodes with transformers' tokenizer (the pipeline's loader), the server with the
     `tokenizers` codec over the same tokenizer.json: the same ids, or training teaches another layout."""
@@ -280,7 +338,7 @@ def test_line_rate_cuts_examples_as_line_completions(tiny_model):
 
 
 def test_training_examples_are_the_engines_prompt(tiny_model):
-    """`tandem learn` lays out FIM examples with the completion engine's own prompt code
+    """`tandem learn` and `tandem-models finetune` lay out FIM examples with the completion engine's own prompt code
     (serving_prompt: indentation left to the model, token healing, the budget split): the prompt
     part of an example is exactly what the server sends for that cursor, followed by what the
     model must write there."""
@@ -296,6 +354,11 @@ def test_training_examples_are_the_engines_prompt(tiny_model):
     assert sp.indent == "    "
     assert ids == [*sp.ids, *s.encode(sp.heal.text + "    " + middle), s.eot_id]
     assert len(ids) <= s.cfg.seq_len and sp.prompt.prefix_start > 0  # trimmed as the server trims
+    # `tandem-models finetune` (which trains the tiny test model) lays out the same example.
+    import random
+
+    from tandem_models.finetune import FimSampler
+    assert FimSampler(["x = 1\n"], s.tok, s.cfg, random.Random(0)).fim_example(prefix, middle, suffix) == ids
 
 
 def test_training_examples_carry_the_servers_context_block(tiny_model, tmp_path):

@@ -218,6 +218,11 @@ class ContextService:
         if path and self.index is not None:
             self.index.set_text(path, version, text)
 
+    def recent_paths(self) -> list[str]:
+        """Paths of the documents opened or edited lately (at most RECENT_DOCS), most recent last."""
+        with self._lock:
+            return [d.path for d in self._docs.values() if d.path]
+
     def prefetch(self, uri: str) -> None:
         """Start the import definitions of a document in the background (warms the outlines)."""
         with self._lock:

@@ -1,7 +1,8 @@
 """`tandem.learn` and model versions, as LSP commands (workspace/executeCommand).
 
-- `tandem.learn` [{"workspace"?, "budgetMinutes"?, "minGain"?, "maxSteps"?}]: runs
-  `python -m tandem_models.learn --json` in its own process (lower priority, its own process
+- `tandem.learn` [{"workspace"?, "budgetMinutes"?, "minGain"?, "maxSteps"?, "focus"?, "focusShare"?}]: runs
+  `python -m tandem_models.learn --json`, the documents open or edited lately as `--focus`
+  (unless "focus" lists other paths), in its own process (lower priority, its own process
   group), so the server keeps serving while it trains; its JSON progress lines become
   `$/progress` reports (step, loss, tokens/s, time left). Cancelling the progress or the request
   stops it (SIGTERM; the run deletes its working files). When the run promotes a version the
@@ -101,6 +102,16 @@ def register(server) -> None:
                 cmd += [flag, str(_arg(args, key))]
         if _arg(args, "useFeedback"):
             cmd.append("--use-feedback")
+        # The files the user works in (open or edited lately, most recent last): they always
+        # train, and get a share of the examples (tandem_models.learn --focus).
+        focus = _arg(args, "focus")
+        if focus is None:
+            focus = ls.context.recent_paths()
+        for path in focus if isinstance(focus, list) else []:
+            if isinstance(path, str) and path:
+                cmd += ["--focus", path]
+        if _arg(args, "focusShare") is not None:
+            cmd += ["--focus-share", str(_arg(args, "focusShare"))]
         # The prompts it trains and evaluates on are this server's: its context settings.
         cmd += ["--context-share", str(settings.contextShare), "--context-sources", ",".join(settings.contextSources),
                 "--context-tokens", str(settings.contextTokens)]

@@ -9,9 +9,10 @@ server skips a provider that misses its 50 ms; a training example should not dep
 machine's load, so here each gets GATHER_S).
 
 Open documents (what the `similar` provider searches): in the editor, the documents the user
-has open or edited recently. A learning run has no editor, so it takes the training files
-changed most recently on disk (by mtime; at most the server's RECENT_DOCS), never a held-out
-file: a held-out file's text must not reach a prompt that is scored on it.
+has open or edited recently. A learning run started from the editor is given those (`--focus`); otherwise,
+or to fill up to the server's RECENT_DOCS, it takes the training files changed most recently on
+disk (by mtime), never a held-out file: a held-out file's text must not reach a prompt that is
+scored on it.
 """
 from __future__ import annotations
 
@@ -49,10 +50,15 @@ class WorkspaceContext:
             self.svc.opened(self.uri(f.rel), f.text, 1)
 
     @classmethod
-    def for_run(cls, root: Path, train: list[SourceFile], settings: ContextSettings) -> "WorkspaceContext | None":
+    def for_run(cls, root: Path, train: list[SourceFile], settings: ContextSettings, focus=()
+                ) -> "WorkspaceContext | None":
+        """`focus`: the files the user works in (relative paths), the most recent documents."""
         if not settings.on:
             return None
-        return cls(root, recent_files(root, train), settings)
+        by_rel = {f.rel: f for f in train}
+        mine = [by_rel[r] for r in focus if r in by_rel]  # in the order given: most recent last
+        rest = recent_files(root, [f for f in train if f.rel not in set(focus)], max(0, RECENT_DOCS - len(mine)))
+        return cls(root, rest + mine[-RECENT_DOCS:], settings)
 
     def uri(self, rel: str) -> str:
         return path_to_uri(str(self.root / rel))
@@ -76,4 +82,4 @@ def recent_files(root: Path, files: list[SourceFile], n: int = RECENT_DOCS) -> l
             return os.stat(Path(root) / f.rel).st_mtime
         except OSError:
             return 0.0
-    return sorted(sorted(files, key=lambda f: f.rel), key=mtime)[-n:]
+    return sorted(sorted(files, key=lambda f: f.rel), key=mtime)[-n:] if n > 0 else []

@@ -157,12 +157,21 @@ def _unit(rel: str, seed: int) -> float:
     return int.from_bytes(h[:8], "big") / 2 ** 64
 
 
-def split(files: list[SourceFile], heldout_share: float = 0.2, seed: int = 0
+def split(files: list[SourceFile], heldout_share: float = 0.2, seed: int = 0, keep=()
           ) -> tuple[list[SourceFile], list[SourceFile]]:
-    """(training, held-out), by file; at least one of each when there are two files or more."""
+    """(training, held-out), by file; at least one of each when there are two files or more.
+    Files in `keep` (relative paths: the files the user works in) always train, unless no
+    other file is left to hold out."""
     if len(files) < 2:
         raise WorkspaceError(f"found {len(files)} usable source file(s); learning needs at least 2 "
                              "(one to train on, one to check the result against).")
+    kept = [f for f in files if f.rel in set(keep)]
+    if kept and len(kept) < len(files):
+        others = [f for f in files if f.rel not in set(keep)]
+        if len(others) == 1:
+            return sorted(kept, key=lambda f: f.rel), others
+        train, held = split(others, heldout_share, seed)
+        return sorted(train + kept, key=lambda f: f.rel), held
     ranked = sorted(files, key=lambda f: _unit(f.rel, seed))
     n_held = min(len(files) - 1, max(1, sum(_unit(f.rel, seed) < heldout_share for f in files)))
     held = sorted(ranked[:n_held], key=lambda f: f.rel)
