@@ -16,10 +16,10 @@ WORKSPACE: e.g. a repository from bench_learn.py (~/.cache/tandem/bench-learn/sr
 files stand for the files being written: the first `--focus-head` of each file's lines (the
 part already written) join the training files, and the loss is taken at sites in the rest (what
 the user writes next), beside sites in the other held-out files (elsewhere), which no variant
-sees. `focus` variants draw that share of training windows from those heads; `default` draws
-windows by file size alone.
+sees. `focus` variants draw that share of training windows from those heads (`default`: 0.5);
+`size` draws windows by file size alone.
 
-    .venv/bin/python tests/benchmarks/sweep_learn.py WORKSPACE --focus 3 --variants default,focus50
+    .venv/bin/python tests/benchmarks/sweep_learn.py WORKSPACE --focus 3 --variants size,focus50
 Prints one JSON line per point and a table; nothing is saved but --out.
 """
 from __future__ import annotations
@@ -45,6 +45,7 @@ VARIANTS = {  # LearnConfig fields
     "lr1e-3": {"lr": 1e-3},
     "lr2e-3": {"lr": 2e-3},
     "layers4": {"layers": 4},
+    "size": {"focus_share": 0.0},  # windows by file size alone (the default before focus_share)
     "focus25": {"focus_share": 0.25},
     "focus50": {"focus_share": 0.5},
     "focus75": {"focus_share": 0.75},
@@ -62,6 +63,8 @@ def main() -> int:
     ap.add_argument("--every", type=float, default=100.0, help="held-out loss every this many seconds")
     ap.add_argument("--sites", type=int, default=40)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--score-seq", type=int, default=0,
+                    help="lay out the held-out lines in examples of this many tokens (default: learn's seq_len)")
     ap.add_argument("--focus", type=int, default=0, help="the N largest held-out files are being written (above)")
     ap.add_argument("--focus-head", type=float, default=0.6, help="share of a focus file's lines already written")
     ap.add_argument("--out", type=Path)
@@ -121,7 +124,8 @@ def main() -> int:
                                 cfg.focus, cfg.focus_share)
 
     # Scored in the default layout whatever a variant trains with (seq_len included).
-    held_examples = {k: heldout_examples(sampler_for(base_cfg), v) for k, v in groups.items()}
+    score_cfg = replace(base_cfg, seq_len=a.score_seq) if a.score_seq else base_cfg
+    held_examples = {k: heldout_examples(sampler_for(score_cfg), v) for k, v in groups.items()}
 
     def losses(inner, bf16) -> dict:
         return {f"{k}_loss": heldout_loss(inner, v, bf16) for k, v in held_examples.items()}

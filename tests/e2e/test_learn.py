@@ -118,7 +118,7 @@ async def test_learn_over_lsp_promotes_on_gain_and_the_server_serves_it(bundle, 
             assert (d / f).exists(), f
         report = json.loads((d / "report.json").read_text())
         assert report["before"]["sites"] == report["after"]["sites"] > 0 and report["loss"]
-        assert report["config"]["focus"] == [mine]
+        assert report["config"]["focus"] == [mine] and f"`{mine}`" in (d / "report.md").read_text()
         # The held-out loss, before the first step and after the last: it fell with the gain.
         curve = report["training"]["curve"]
         assert curve[0]["step"] == 0 and curve[-1]["step"] == len(report["loss"])
