@@ -16,8 +16,8 @@ WORKSPACE: e.g. a repository from bench_learn.py (~/.cache/tandem/bench-learn/sr
 files stand for the files being written: the first `--focus-head` of each file's lines (the
 part already written) join the training files, and the loss is taken at sites in the rest (what
 the user writes next), beside sites in the other held-out files (elsewhere), which no variant
-sees. `focus` variants draw that share of training windows from those heads (`default`: 0.5);
-`size` draws windows by file size alone.
+sees. `focus` variants draw that share of training windows from those heads; `size` (and
+`default`) draws windows by file size alone.
 
     .venv/bin/python tests/benchmarks/sweep_learn.py WORKSPACE --focus 3 --variants size,focus50
 Prints one JSON line per point and a table; nothing is saved but --out.
@@ -45,7 +45,7 @@ VARIANTS = {  # LearnConfig fields
     "lr1e-3": {"lr": 1e-3},
     "lr2e-3": {"lr": 2e-3},
     "layers4": {"layers": 4},
-    "size": {"focus_share": 0.0},  # windows by file size alone (the default before focus_share)
+    "size": {"focus_share": 0.0},  # windows by file size alone (learn's default)
     "focus25": {"focus_share": 0.25},
     "focus50": {"focus_share": 0.5},
     "focus75": {"focus_share": 0.75},
