@@ -819,11 +819,8 @@ def write_report(d: Path, report: dict, history: dict, before, after) -> None:
              f"**{report['decision']}**", "",
              f"Workspace `{report['workspace']}`: {report['data']['files']} files, "
              f"{report['data']['train_files']} for training, {report['data']['heldout_files']} held out; "
-             f"{report['data']['sites']} line completions cut from the held-out files."
-             + (" The files you work in (always trained" + (f", at least {report['config']['focus_share']:.0%} of "
-                                                             "the examples" if report['config']['focus_share'] else "")
-                + f"): {', '.join(f'`{f}`' for f in report['config']['focus'])}." if report['config'].get('focus')
-                else ""), "",
+             f"{report['data']['sites']} line completions cut from the held-out files.{_focus_sentence(report['config'])}",
+             "",
              "Measured through the serving engine (the variant the server loads, its runtime and prompt):", "",
              "| | before | after |", "|---|---|---|",
              *[f"| {name} | {b} | {a} |" for name, b, a in rows], "",
@@ -849,6 +846,13 @@ def write_report(d: Path, report: dict, history: dict, before, after) -> None:
               (", ".join(f"step {c['step']}: {c['heldout_loss']:.3f}" for c in curve) or "not measured") +
               (f" ({change:+.1f}%)" if change is not None else ""), ""]
     (d / "report.md").write_text("\n".join(lines))
+
+
+def _focus_sentence(config: dict) -> str:
+    if not config.get("focus"):
+        return ""
+    share = f", at least {config['focus_share']:.0%} of the examples" if config["focus_share"] else ""
+    return f" The files you work in (always trained{share}): {', '.join(f'`{f}`' for f in config['focus'])}."
 
 
 def heldout_change(history: dict) -> float | None:

@@ -26,7 +26,6 @@ from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
-from tandem.completion import healing as _healing
 from tandem.completion import prompt as _prompt
 
 from .common import BUNDLE_NAME, load_tokenizer, log, step, tandem_home
@@ -38,7 +37,7 @@ CORPUS = HERE / "data" / "tiny_corpus.py"
 CODE = [HERE / f for f in ("tiny.py", "finetune.py", "export.py", "common.py", "genai_build.py")]
 TOOLS = ("torch", "transformers", "optimum-onnx", "onnx", "onnxruntime", "onnxruntime-genai", "tokenizers")
 # What the trained checkpoint depends on (a subset): export changes reuse the trained weights.
-TRAIN_CODE = [HERE / "finetune.py", Path(_prompt.__file__), Path(_healing.__file__)]  # and the examples' layout
+TRAIN_CODE = [HERE / "finetune.py", Path(_prompt.__file__)]  # and the plain layout's build_fim_prompt
 TRAIN_TOOLS = ("torch", "transformers", "tokenizers")
 
 # Qwen2.5-Coder's names, so the tiny model goes through exactly the same code as the real one.
@@ -114,11 +113,12 @@ def digest(files=None, tools=TOOLS, extra: str = "") -> str:
 def train_digest() -> str:
     """Identity of the trained checkpoint: the training code, settings and corpus only."""
     import inspect
-
-    from tandem.completion import engine
+    # TRAIN.layout is "plain": build_fim_prompt alone (prompt.py, in TRAIN_CODE). The serving
+    # layout's code (engine.serving_prompt, healing.py) is not part of it, so changing that
+    # does not retrain the test model.
+    assert TRAIN.layout == "plain", "a serving-layout recipe must add the engine's prompt code to the key"
     recipe = repr((SPECIAL_TOKENS, SPLIT_PATTERN, CHAT_TEMPLATE, VOCAB_SIZE, ARCH, SEED, TRAIN,
-                   inspect.getsource(train_tokenizer), inspect.getsource(init_model), inspect.getsource(_train),
-                   inspect.getsource(engine.serving_prompt), inspect.getsource(engine._heal)))
+                   inspect.getsource(train_tokenizer), inspect.getsource(init_model), inspect.getsource(_train)))
     return digest(TRAIN_CODE, TRAIN_TOOLS, recipe)
 
 

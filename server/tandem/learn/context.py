@@ -57,7 +57,8 @@ class WorkspaceContext:
             return None
         by_rel = {f.rel: f for f in train}
         mine = [by_rel[r] for r in focus if r in by_rel]  # in the order given: most recent last
-        rest = recent_files(root, [f for f in train if f.rel not in set(focus)], max(0, RECENT_DOCS - len(mine)))
+        chosen = {f.rel for f in mine}
+        rest = recent_files(root, [f for f in train if f.rel not in chosen], RECENT_DOCS - len(mine))
         return cls(root, rest + mine[-RECENT_DOCS:], settings)
 
     def uri(self, rel: str) -> str:

@@ -165,13 +165,11 @@ def split(files: list[SourceFile], heldout_share: float = 0.2, seed: int = 0, ke
     if len(files) < 2:
         raise WorkspaceError(f"found {len(files)} usable source file(s); learning needs at least 2 "
                              "(one to train on, one to check the result against).")
-    kept = [f for f in files if f.rel in set(keep)]
-    if kept and len(kept) < len(files):
-        others = [f for f in files if f.rel not in set(keep)]
-        if len(others) == 1:
-            return sorted(kept, key=lambda f: f.rel), others
-        train, held = split(others, heldout_share, seed)
-        return sorted(train + kept, key=lambda f: f.rel), held
+    keep = set(keep)
+    others = [f for f in files if f.rel not in keep]
+    if 0 < len(others) < len(files):
+        train, held = split(others, heldout_share, seed) if len(others) > 1 else ([], others)
+        return sorted(train + [f for f in files if f.rel in keep], key=lambda f: f.rel), held
     ranked = sorted(files, key=lambda f: _unit(f.rel, seed))
     n_held = min(len(files) - 1, max(1, sum(_unit(f.rel, seed) < heldout_share for f in files)))
     held = sorted(ranked[:n_held], key=lambda f: f.rel)

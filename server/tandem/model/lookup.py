@@ -67,20 +67,14 @@ class PromptLookup:
             self._synced = len(generated)
         end = len(history) - 1  # the last position: the n-gram to look up ends here
         index = self._index
-        for j in range(self._indexed, end):
-            for n in self.sizes:
-                if j + 1 >= n:
-                    index[tuple(history[j + 1 - n:j + 1])] = j
+        _index_ngrams(index, history, self._indexed, end, self.sizes)
         self._indexed = max(self._indexed, end)
         count = min(self.length, room)
         if count <= 0:
             return []
-        if self._prior_index is None:
-            prior, self._prior_index = self.prior, {}
-            for j in range(len(prior) - 1):  # an n-gram at the very end has nothing after it
-                for n in self.sizes:
-                    if j + 1 >= n:
-                        self._prior_index[tuple(prior[j + 1 - n:j + 1])] = j
+        if self._prior_index is None:  # an n-gram at the very end has nothing after it
+            self._prior_index = {}
+            _index_ngrams(self._prior_index, self.prior, 0, len(self.prior) - 1, self.sizes)
         for n in self.sizes:
             if end + 1 >= n:
                 key = tuple(history[end + 1 - n:])
@@ -96,3 +90,12 @@ class PromptLookup:
         """How many of the last draft's tokens the model kept."""
         if self.adaptive and drafted:
             self.length = min(self.limit + 3, self.length + 2) if accepted == drafted else accepted + 1
+
+
+def _index_ngrams(index: dict, seq: list[int], start: int, stop: int, sizes) -> None:
+    """Index the n-grams of `seq` that end at positions start..stop-1, by where they end (a
+    later occurrence replaces an earlier one: the most recent wins)."""
+    for j in range(start, stop):
+        for n in sizes:
+            if j + 1 >= n:
+                index[tuple(seq[j + 1 - n:j + 1])] = j
