@@ -66,7 +66,7 @@ def build_genai(hf_dir: Path, out_dir: Path, variant: str, hf_digest: str) -> Pa
     if (out_dir / "genai_config.json").exists() and stamp.fresh():
         log(f"{out_dir.name} up to date")
         if ep == "cpu" and add_logits_tail(out_dir):  # a variant built before the output existed
-            log(f"{out_dir.name}: added {TAIL_POSITIONS} positions of logits for speculative decoding")
+            log(f"{out_dir.name}: added the last positions' logits for speculative decoding")
         return out_dir
     tmp = out_dir.with_name(f".tmp-{out_dir.name}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -101,12 +101,7 @@ def build_genai(hf_dir: Path, out_dir: Path, variant: str, hf_digest: str) -> Pa
     return out_dir
 
 
-# How many of the last positions the graph's `logits_tail` output covers: the longest run of
-# tokens the decode loop verifies in one pass (a drafted continuation and the token before it).
-TAIL_POSITIONS = 16
-
-
-def add_logits_tail(variant_dir: Path, positions: int = TAIL_POSITIONS) -> bool:
+def add_logits_tail(variant_dir: Path, positions: int | None = None) -> bool:
     """Give a pruned builder graph a second output, `logits_tail`: the logits of the last
     `positions` positions of each pass, so that a decode loop can check several drafted tokens
     in one forward pass (tandem/model/backend.py, speculative decoding). The lm_head runs once,
@@ -118,8 +113,9 @@ def add_logits_tail(variant_dir: Path, positions: int = TAIL_POSITIONS) -> bool:
     decodes one token per pass, as it did before), with a note, not a failed build."""
     import onnx
     from onnx import TensorProto, helper
-    from tandem.model.genai import TAIL_OUTPUT
+    from tandem.model.genai import TAIL_OUTPUT, TAIL_POSITIONS
 
+    positions = positions or TAIL_POSITIONS
     path = variant_dir / "model.onnx"
     model = onnx.load(str(path), load_external_data=False)
     graph = model.graph

@@ -241,6 +241,34 @@ def test_the_logits_tail_output_is_every_positions_logits(tiny):
     assert np.abs(lm._verify(slot, ids[-4:])[-1] - rows[-1]).max() < 1e-4  # the cache forgot them
 
 
+def test_teacher_forced_scores_match_the_models_own_answer_and_the_reference(tiny):
+    """GenaiLM.score (the held-out loss through the served graph): on the model's own greedy
+    answer every position's first choice is that answer's token and its log-probability is the
+    one generation reported; against the optimum export's logits, every position agrees,
+    across several passes of the logits_tail's width."""
+    bundle, fim_prompt, stop = tiny
+    lm = GenaiLM(bundle / "cpu-fp32", "cpu")
+    ref = CausalLM(bundle / "onnx-fp32" / "model.onnx", ["CPUExecutionProvider"])
+    for text in (REPEATING, *PROMPTS):
+        ids = fim_prompt(text)
+        g = lm.generate(ids, max_new_tokens=40, stop_ids=set())
+        logprobs, picks = lm.score(ids + g.ids, len(ids))
+        assert picks == g.ids and len(g.ids) > genai.TAIL_POSITIONS
+        assert np.allclose(logprobs, g.logprobs, atol=1e-3)
+    ids = fim_prompt(REPEATING) + g.ids
+    logits = ref.forward_logits(ids)
+    top = logits.max(-1, keepdims=True)
+    want = logits - top - np.log(np.exp(logits - top).sum(-1, keepdims=True))
+    logprobs, picks = lm.score(ids, 1)
+    assert np.abs(np.array(logprobs) - want[np.arange(len(ids) - 1), ids[1:]]).max() < 1e-3
+    assert picks == list(want[:-1].argmax(-1))
+    with pytest.raises(ValueError):
+        lm.score(ids, len(ids))
+    off = GenaiLM(bundle / "cpu-fp32", "cpu")
+    off.draft_tokens = 0  # drafting off does not take the output away
+    assert off.score(ids, len(ids) - 3)[1] == picks[-3:]
+
+
 @pytest.mark.parametrize("variant", ["cpu-fp32", "cpu-int8"])
 def test_drafts_from_the_prompt_save_passes_and_keep_the_answer(tiny, variant):
     bundle, fim_prompt, stop = tiny

@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 CONFIG_NAME = "genai_config.json"
 # The graph output with the logits of a pass's last positions (models/genai_build.py adds it).
 TAIL_OUTPUT = "logits_tail"
+# How many of a pass's last positions that output covers: the longest run of tokens the decode
+# loop verifies in one pass (a drafted continuation and the token before it).
+TAIL_POSITIONS = 16
 # KV buffer per slot, in tokens, grown (to the model's context length at most) when a prompt
 # needs more. Every slot holds one such buffer: 0.5B, fp32 on a CPU: 24 KiB per token.
 DEFAULT_MAX_LENGTH = {"cpu": 4096, "cuda": 8192}
@@ -195,6 +198,32 @@ class GenaiLM:
             slot = self._new_slot(max(len(ids) + 1, 16))
             slot.generator.append_tokens(np.asarray(ids, dtype=np.int32))
             return np.array(slot.generator.get_logits()[0, -1:], dtype=np.float32)
+
+    def score(self, ids: list[int], start: int) -> tuple[list[float], list[int]]:
+        """Teacher-forced: the log-probability the model gives each of `ids[start:]` after the
+        tokens before it, and the token it would have picked there (argmax), from a fresh
+        cache, in passes of at most the `logits_tail` positions. What the graph is measured
+        with when its answers are not (`tandem learn`'s held-out loss through the served model).
+        Needs a graph with `logits_tail` (the pipeline's CPU variants)."""
+        if not self.draft_tokens and not _has_output(self.directory / "model.onnx", TAIL_OUTPUT):
+            raise ValueError(f"{self.directory} has no {TAIL_OUTPUT} output to score with")
+        if not 0 < start < len(ids):
+            raise ValueError("start must leave at least one token before and one to score")
+        logprobs, picks = [], []
+        with self._lock:
+            slot = self._new_slot(len(ids) + 1)
+            if start > 1:
+                self._append(slot, ids[:start - 1], want_logits=False)
+            pos = start - 1  # the position whose logits predict ids[start]
+            while pos < len(ids) - 1:
+                chunk = ids[pos:min(len(ids) - 1, pos + TAIL_POSITIONS)]
+                rows = self._verify(slot, chunk)
+                for row, target in zip(rows, ids[pos + 1:pos + 1 + len(chunk)]):
+                    top = float(row.max())
+                    logprobs.append(float(row[target]) - top - float(np.log(np.exp(row - top).sum())))
+                    picks.append(int(row.argmax()))
+                pos += len(chunk)
+        return logprobs, picks
 
     # -- generation ---------------------------------------------------------------------
     def generate(self, prompt: list[int], *, max_new_tokens: int, stop_ids: set[int],
