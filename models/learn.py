@@ -221,6 +221,15 @@ class WorkspaceSampler(FimSampler):
         return ids
 
 
+def workspace_sampler(files, tok, cfg: LearnConfig, context=None, seq_len: int = 0, extra=None) -> WorkspaceSampler:
+    """The run's sampler (`seq_len`: another window length, e.g. the server's prompt budget for
+    laying out held-out lines as the server would)."""
+    fcfg = FinetuneConfig(batch_size=cfg.batch_size, seq_len=seq_len or cfg.seq_len, fim_rate=cfg.fim_rate,
+                          middle_weight=cfg.middle_weight, seed=cfg.seed, bf16=cfg.bf16)
+    return WorkspaceSampler(files, tok, fcfg, random.Random(cfg.seed), extra, cfg.feedback_rate, context,
+                            cfg.line_rate, cfg.focus, cfg.focus_share)
+
+
 def _lora_model(hf_dir: Path, cfg: LearnConfig):
     import torch
     from peft import LoraConfig, get_peft_model
@@ -255,18 +264,25 @@ def heldout_examples(sampler: "WorkspaceSampler", sites) -> list[tuple[list[int]
 def heldout_loss(inner, examples, bf16: bool) -> float | None:
     """Mean loss per token of the held-out lines, teacher-forced (the output layer runs on the
     scored positions only)."""
+    return heldout_scores(inner, examples, bf16)[0]
+
+
+def heldout_scores(inner, examples, bf16: bool) -> tuple[float | None, float | None]:
+    """heldout_loss, and the share of those tokens that are the model's own first choice."""
     import torch
     import torch.nn.functional as F
     if not examples:
-        return None
-    total, n = 0.0, 0
+        return None, None
+    total, hits, n = 0.0, 0, 0
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         for ids, m in examples:
             x = torch.tensor([ids])
             hidden = inner.model(input_ids=x).last_hidden_state[0, m:-1]
-            total += float(F.cross_entropy(inner.lm_head(hidden).float(), x[0, m + 1:], reduction="sum"))
+            logits = inner.lm_head(hidden).float()
+            total += float(F.cross_entropy(logits, x[0, m + 1:], reduction="sum"))
+            hits += int((logits.argmax(-1) == x[0, m + 1:]).sum())
             n += len(ids) - 1 - m
-    return round(total / max(1, n), 4)
+    return round(total / max(1, n), 4), round(hits / max(1, n), 4)
 
 
 # -- checkpoints: a killed run resumes ---------------------------------------------------------
@@ -359,10 +375,7 @@ def train(hf_dir: Path, files, curve_sites, out: Path, cfg: LearnConfig, deadlin
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(train_threads(cfg))
     tok = load_tokenizer(hf_dir)
-    fcfg = FinetuneConfig(batch_size=cfg.batch_size, seq_len=cfg.seq_len, fim_rate=cfg.fim_rate,
-                          middle_weight=cfg.middle_weight, seed=cfg.seed, bf16=cfg.bf16)
-    sampler = WorkspaceSampler(files, tok, fcfg, random.Random(cfg.seed), extra, cfg.feedback_rate, context,
-                               cfg.line_rate, cfg.focus, cfg.focus_share)
+    sampler = workspace_sampler(files, tok, cfg, context, extra=extra)
     model = _lora_model(hf_dir, cfg)
     inner = model.get_base_model()  # the causal LM with the LoRA layers in it
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -647,6 +660,12 @@ def _learn(coll, train_files, held, sites, key, resume, bundle, hf_dir, run, vid
         return lambda n, total: emit("eval", phase=phase, done=n, total=total,
                                      time_left_s=round(max(0.0, deadline - time.monotonic()), 1))
 
+    # The held-out loss through the served graph, before and after: the lines at the held-out
+    # loss's sites, laid out as the server's prompt (its budget, the context block).
+    curve_sites = sites[:cfg.curve_sites]
+    teacher = [(ids, m + 1) for ids, m in heldout_examples(
+        workspace_sampler(train_files, load_tokenizer(hf_dir), cfg, context, seq_len=cfg.context_tokens), curve_sites)]
+
     if cancel.is_set():
         raise Cancelled()
     saved = _read_before(run, key) if resume is not None else None
@@ -664,12 +683,12 @@ def _learn(coll, train_files, held, sites, key, resume, bundle, hf_dir, run, vid
         emit("phase", phase="eval-before", message=f"evaluating the served model on {len(sites)} held-out lines")
         t = time.monotonic()
         before = evaluate_path(str(bundle), sites, settings=settings, context=context, cancel=cancel,
-                               on_site=on_site("eval-before"), time_limit_s=cfg.eval_share * cfg.budget_s)
+                               on_site=on_site("eval-before"), time_limit_s=cfg.eval_share * cfg.budget_s,
+                               teacher=teacher)
         eval_s = time.monotonic() - t
         V.write_json_atomic(run / BEFORE, {"key": key, "eval_s": eval_s, "result": before.to_json(samples=10**6)})
-    # The held-out loss's sites: the first of the shuffled held-out sites, whatever the machine's
-    # speed let the evaluation reach (so runs on the same workspace score the same lines).
-    curve_sites = sites[:cfg.curve_sites]
+    # The held-out loss's sites (above) are the first of the shuffled held-out sites, whatever the
+    # machine's speed let the evaluation reach (so runs on the same workspace score the same lines).
     sites = sites[:before.sites]  # the same sites after training
     if cancel.is_set():
         raise Cancelled()
@@ -710,27 +729,10 @@ def _learn(coll, train_files, held, sites, key, resume, bundle, hf_dir, run, vid
 
     emit("phase", phase="eval-after", message="evaluating the tuned model the same way")
     after = evaluate_path(str(variant_dir), sites, settings=settings, context=context, cancel=cancel,
-                          on_site=on_site("eval-after"))
+                          on_site=on_site("eval-after"), teacher=teacher)
     if cancel.is_set():
         raise Cancelled()
-    gain = round(after.exact_match - before.exact_match, 2)
-    # Lines the tuned model gets right that the served one did not, and the reverse: a gain of
-    # one line on a handful of sites is noise, whatever the points say.
-    wins = sum(a["exact"] and not b["exact"] for a, b in zip(after.samples, before.samples))
-    losses = sum(b["exact"] and not a["exact"] for a, b in zip(after.samples, before.samples))
-    promote = (cfg.promote and gain >= cfg.min_gain and after.exact_match > before.exact_match
-               and wins - losses >= cfg.min_net_lines)
-    if promote:
-        decision = f"promoted: held-out exact match {before.exact_match}% -> {after.exact_match}% ({gain:+.1f} points)"
-    elif not cfg.promote:
-        decision = f"not promoted (--no-promote): {gain:+.1f} points"
-    elif gain >= cfg.min_gain:
-        decision = (f"kept the current model: held-out exact match {before.exact_match}% -> {after.exact_match}% "
-                    f"({gain:+.1f} points) is {wins} line(s) gained and {losses} lost of {after.sites}, fewer than "
-                    f"the {cfg.min_net_lines} net lines needed")
-    else:
-        decision = (f"kept the current model: held-out exact match {before.exact_match}% -> {after.exact_match}% "
-                    f"({gain:+.1f} points), below the {cfg.min_gain:g}-point margin")
+    promote, decision, (gain, wins, losses) = decide(before, after, cfg)
     change = heldout_change(history)
     if change is not None and not promote:
         curve = history["curve"]
@@ -747,6 +749,8 @@ def _learn(coll, train_files, held, sites, key, resume, bundle, hf_dir, run, vid
         "before": before.to_json(), "after": after.to_json(),
         "edit_similarity_gain_points": round(after.edit_similarity - before.edit_similarity, 2),
         "lines_gained": wins, "lines_lost": losses, "heldout_loss_change_pct": change,
+        "served_heldout_loss_change_pct": round(100 * (after.heldout_loss - before.heldout_loss) / before.heldout_loss, 1)
+        if before.heldout_loss and after.heldout_loss is not None else None,
         "training": {k: v for k, v in history.items() if k not in ("steps", "loss")},
         "loss": history["loss"], "seconds_total": round(time.monotonic() - t_start, 1),
         "peak_rss_mib": _peak_rss_mib(),
@@ -770,6 +774,38 @@ def _learn(coll, train_files, held, sites, key, resume, bundle, hf_dir, run, vid
     emit("done", promoted=promote, version=vid, decision=decision, report=str(bundle / V.VERSIONS_DIR / vid / "report.md"),
          before=before.exact_match, after=after.exact_match, gain=gain)
     return report
+
+
+def decide(before, after, cfg: LearnConfig) -> tuple[bool, str, tuple[float, int, int]]:
+    """Promote or keep, and why, from the evaluations before and after training (EvalResults on
+    the same sites): (promote, decision, (gain in points, lines gained, lines lost))."""
+    gain = round(after.exact_match - before.exact_match, 2)
+    # Lines the tuned model gets right that the served one did not, and the reverse: a gain of
+    # one line on a handful of sites is noise, whatever the points say.
+    wins = sum(a["exact"] and not b["exact"] for a, b in zip(after.samples, before.samples))
+    losses = sum(b["exact"] and not a["exact"] for a, b in zip(after.samples, before.samples))
+    # A model whose held-out lines became less likely, through the very graph that would be
+    # served, is not better, whatever a few dozen lines' exact match says.
+    served_worse = (before.heldout_loss is not None and after.heldout_loss is not None
+                    and after.heldout_loss >= before.heldout_loss)
+    promote = (cfg.promote and gain >= cfg.min_gain and after.exact_match > before.exact_match
+               and wins - losses >= cfg.min_net_lines and not served_worse)
+    if promote:
+        decision = f"promoted: held-out exact match {before.exact_match}% -> {after.exact_match}% ({gain:+.1f} points)"
+    elif not cfg.promote:
+        decision = f"not promoted (--no-promote): {gain:+.1f} points"
+    elif gain >= cfg.min_gain and wins - losses >= cfg.min_net_lines:
+        decision = (f"kept the current model: held-out exact match {before.exact_match}% -> {after.exact_match}% "
+                    f"({gain:+.1f} points), but the held-out lines' loss through the tuned model rose "
+                    f"({before.heldout_loss:.3f} -> {after.heldout_loss:.3f} per token)")
+    elif gain >= cfg.min_gain:
+        decision = (f"kept the current model: held-out exact match {before.exact_match}% -> {after.exact_match}% "
+                    f"({gain:+.1f} points) is {wins} line(s) gained and {losses} lost of {after.sites}, fewer than "
+                    f"the {cfg.min_net_lines} net lines needed")
+    else:
+        decision = (f"kept the current model: held-out exact match {before.exact_match}% -> {after.exact_match}% "
+                    f"({gain:+.1f} points), below the {cfg.min_gain:g}-point margin")
+    return promote, decision, (gain, wins, losses)
 
 
 def _read_before(run: Path, key: str):
@@ -814,6 +850,11 @@ def write_report(d: Path, report: dict, history: dict, before, after) -> None:
             ("edit similarity (%)", before.edit_similarity, after.edit_similarity),
             ("latency p50 (ms)", before.latency_ms_p50, after.latency_ms_p50),
             ("latency mean (ms)", before.latency_ms_mean, after.latency_ms_mean)]
+    if before.heldout_loss is not None and after.heldout_loss is not None:
+        rows += [(f"held-out loss per token, teacher-forced ({after.scored_tokens} tokens of "
+                  f"{report['config']['curve_sites']} lines)", before.heldout_loss, after.heldout_loss),
+                 ("of those tokens, the model's first choice (%)", round(100 * before.token_accuracy, 1),
+                  round(100 * after.token_accuracy, 1))]
     tr = report["training"]
     lines = [f"# tandem learn: {Path(report['workspace']).name} ({report['version']})", "",
              f"**{report['decision']}**", "",

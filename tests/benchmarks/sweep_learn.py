@@ -20,6 +20,15 @@ sees. `focus` variants draw that share of training windows from those heads; `si
 `default`) draws windows by file size alone.
 
     .venv/bin/python tests/benchmarks/sweep_learn.py WORKSPACE --focus 3 --variants size,focus50
+
+`--served cpu-int8,cpu-fp32` asks whether what training learns reaches the model the server
+would load: the base model and, after each variant's training, its merged checkpoint are built
+into those serving variants by the project's pipeline, and each graph is scored on the same
+sites: the held-out loss and the share of tokens that are its first choice, teacher-forced
+through the graph (`GenaiLM.score`), and exact match and edit similarity of the lines through
+the completion engine (`tandem.learn.evaluate`, as `tandem learn`'s gate does).
+
+    .venv/bin/python tests/benchmarks/sweep_learn.py WORKSPACE --variants default --served cpu-int8,cpu-fp32
 Prints one JSON line per point and a table; nothing is saved but --out.
 """
 from __future__ import annotations
@@ -28,7 +37,9 @@ import argparse
 import json
 import math
 import random
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -51,6 +62,8 @@ VARIANTS = {  # LearnConfig fields
     "focus75": {"focus_share": 0.75},
     "seq192": {"seq_len": 192},
     "seq512": {"seq_len": 512},
+    "seq768b2": {"seq_len": 768, "batch_size": 2},  # about the tokens of a default step, longer windows
+    "seq1536b1": {"seq_len": 1536, "batch_size": 1},  # the serving prompt's length
 }
 
 
@@ -67,6 +80,8 @@ def main() -> int:
                     help="lay out the held-out lines in examples of this many tokens (default: learn's seq_len)")
     ap.add_argument("--focus", type=int, default=0, help="the N largest held-out files are being written (above)")
     ap.add_argument("--focus-head", type=float, default=0.6, help="share of a focus file's lines already written")
+    ap.add_argument("--served", default="", help="serving variants to build and score after training (above)")
+    ap.add_argument("--keep", type=Path, help="keep the served variants built from the trained models here")
     ap.add_argument("--out", type=Path)
     a = ap.parse_args()
 
@@ -78,9 +93,8 @@ def main() -> int:
     from tandem.learn.workspace import SourceFile, collect, cut_sites, split
     from tandem.model.loader import default_model_path
     from tandem_models.common import load_tokenizer
-    from tandem_models.finetune import FinetuneConfig
-    from tandem_models.learn import (LearnConfig, WorkspaceSampler, _lora_model, heldout_examples, heldout_loss,
-                                     train_step, train_threads)
+    from tandem_models.learn import (TOKENIZER_FILES, LearnConfig, _lora_model, heldout_examples, heldout_scores,
+                                     train_step, train_threads, workspace_sampler)
 
     hf = a.hf or default_model_path() / "hf"
     base_cfg = LearnConfig(threads=a.threads)
@@ -117,18 +131,48 @@ def main() -> int:
           + (f" (focus: {', '.join(base_cfg.focus)})" if a.focus else "")
           + f"; {torch.get_num_threads()} threads", flush=True)
 
-    def sampler_for(cfg: LearnConfig) -> WorkspaceSampler:
-        fcfg = FinetuneConfig(batch_size=cfg.batch_size, seq_len=cfg.seq_len, fim_rate=cfg.fim_rate,
-                              middle_weight=cfg.middle_weight, seed=cfg.seed, bf16=cfg.bf16)
-        return WorkspaceSampler(train_files, tok, fcfg, random.Random(cfg.seed), None, 0.0, context, cfg.line_rate,
-                                cfg.focus, cfg.focus_share)
-
     # Scored in the default layout whatever a variant trains with (seq_len included).
-    score_cfg = replace(base_cfg, seq_len=a.score_seq) if a.score_seq else base_cfg
-    held_examples = {k: heldout_examples(sampler_for(score_cfg), v) for k, v in groups.items()}
+    held_examples = {k: heldout_examples(workspace_sampler(train_files, tok, base_cfg, context, a.score_seq), v)
+                     for k, v in groups.items()}
 
     def losses(inner, bf16) -> dict:
-        return {f"{k}_loss": heldout_loss(inner, v, bf16) for k, v in held_examples.items()}
+        out = {}
+        for k, v in held_examples.items():
+            out[f"{k}_loss"], out[f"{k}_acc"] = heldout_scores(inner, v, bf16)
+        return out
+
+    served = [v for v in a.served.split(",") if v]
+    tmp = Path(tempfile.mkdtemp(prefix="sweep-served-"))
+
+    def serve_scores(source: Path, tag: str) -> dict:
+        """Build `source` (an HF checkpoint) into each served variant and score the graphs."""
+        from tandem.learn.evaluate import evaluate_model
+        from tandem.model.loaded import load_model
+        from tandem_models.build import build
+        from tandem.settings import Settings
+        eval_settings = Settings(contextTokens=base_cfg.context_tokens, contextShare=base_cfg.context_share,
+                                 contextSources=tuple(base_cfg.context_sources))
+        out = {}
+        for variant in served:
+            t = time.monotonic()
+            built = build(source=str(source), name=tag, home=tmp, cpu_variant=variant, cuda=False, verify=False)
+            model = load_model(str(built / variant), "cpu")
+            try:
+                for k, v in held_examples.items():
+                    r = evaluate_model(model, groups[k], settings=eval_settings, context=context,
+                                       teacher=[(ids, m + 1) for ids, m in v])
+                    out.update({f"{variant}/{k}_loss": r.heldout_loss, f"{variant}/{k}_acc": r.token_accuracy,
+                                f"{variant}/{k}_exact": r.exact_match, f"{variant}/{k}_es": r.edit_similarity,
+                                f"{variant}/{k}_lines": [s["got"] for s in r.samples]})
+            finally:
+                model.lm.close()
+            out[f"{variant}/s"] = round(time.monotonic() - t, 1)
+        if a.keep and tag != "base":
+            a.keep.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(a.keep / tag, ignore_errors=True)
+            shutil.move(str(tmp / "models" / tag), str(a.keep / tag))
+        shutil.rmtree(tmp / "models" / tag, ignore_errors=True)
+        return out
 
     rows = []
 
@@ -141,14 +185,15 @@ def main() -> int:
 
     base = AutoModelForCausalLM.from_pretrained(str(hf), dtype=torch.float32)
     t = time.monotonic()
-    record({"variant": "base", "train_s": 0, **losses(base, base_cfg.bf16), "score_s": round(time.monotonic() - t, 1)})
+    record({"variant": "base", "train_s": 0, **losses(base, base_cfg.bf16), "score_s": round(time.monotonic() - t, 1),
+            **(serve_scores(hf, "base") if served else {})})
     del base
 
     for name in a.variants.split(","):
         cfg = replace(base_cfg, **VARIANTS[name])
         random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
-        sampler = sampler_for(cfg)
+        sampler = workspace_sampler(train_files, tok, cfg, context)
         model = _lora_model(hf, cfg)
         inner = model.get_base_model()
         pad_id = tok.pad_token_id if tok.pad_token_id is not None else sampler.eot_id
@@ -169,13 +214,32 @@ def main() -> int:
                 record({"variant": name, "step": step, "train_s": round(train_s, 1), "tokens": tokens,
                         "train_loss": round(loss, 3), **losses(inner, cfg.bf16)})
                 model.train()
+        if served:
+            model.eval()
+            merged = model.merge_and_unload()
+            src = tmp / f"merged-{name}"
+            merged.save_pretrained(str(src))
+            for f in TOKENIZER_FILES:
+                if (hf / f).exists():
+                    shutil.copy2(hf / f, src / f)
+            record({"variant": name, "step": step, "train_s": round(train_s, 1), "served": True,
+                    **serve_scores(src, name)})
+            shutil.rmtree(src, ignore_errors=True)
+            del merged
         del model, opt
 
+    shutil.rmtree(tmp, ignore_errors=True)
     for k, v in held_examples.items():
+        for variant in served:
+            print(f"\n{k}, served {variant} ({len(v)} sites): loss, token accuracy, exact match %, edit similarity %")
+            for r in rows:
+                if f"{variant}/{k}_loss" in r:
+                    print(f"  {r['variant']:<10} {r[f'{variant}/{k}_loss']:.3f}  {100 * r[f'{variant}/{k}_acc']:.1f}%  "
+                          f"{r[f'{variant}/{k}_exact']:.1f}  {r[f'{variant}/{k}_es']:.1f}")
         base_loss = rows[0][f"{k}_loss"]
         print(f"\n{k} loss, {len(v)} sites (base {base_loss:.3f}):")
         for name in a.variants.split(","):
-            pts = [r for r in rows if r["variant"] == name]
+            pts = [r for r in rows if r["variant"] == name and not r.get("served")]
             print(f"  {name:<10} " + "  ".join(f"{r['train_s']:.0f}s {r[f'{k}_loss']:.3f}" for r in pts) +
                   f"   {100 * (pts[-1][f'{k}_loss'] - base_loss) / base_loss:+.1f}%")
     return 0

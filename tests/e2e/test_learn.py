@@ -125,6 +125,10 @@ async def test_learn_over_lsp_promotes_on_gain_and_the_server_serves_it(bundle, 
         assert curve[-1]["heldout_loss"] < curve[0]["heldout_loss"] and report["heldout_loss_change_pct"] < 0
         assert any("held-out loss" in (getattr(v, "message", None) or "") for v in reports)
         assert "Held-out loss during training" in (d / "report.md").read_text()
+        # ... and through the served graphs themselves (the base's and the promoted one's)
+        assert report["after"]["heldout_loss"] < report["before"]["heldout_loss"]
+        assert report["after"]["scored_tokens"] == report["before"]["scored_tokens"] > 0
+        assert report["served_heldout_loss_change_pct"] < 0 and "teacher-forced" in (d / "report.md").read_text()
         assert no_run_left(bundle)
         # rollback: back to base, served at once; switching forward again works
         rb = await s.client.workspace_execute_command_async(

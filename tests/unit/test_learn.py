@@ -457,6 +457,55 @@ def test_evaluation_scores_what_the_engine_shows(tiny_model):
     model.lm.close()
 
 
+def test_evaluation_scores_the_served_graph_teacher_forced(tiny_model):
+    """With `teacher` examples, the evaluation also gives their loss and first-choice share
+    through the loaded graph: the model's own greedy answer is all first choices, and a line
+    it would not write costs more."""
+    from tandem.learn.evaluate import evaluate_model, teacher_forced
+    from tandem.learn.workspace import CutSite
+    from tandem.model.loaded import load_model
+    from tandem.settings import Settings
+
+    model = load_model(str(tiny_model), "cpu")
+    fim = model.fim
+    prompt = [fim.prefix, *model.codec.encode("def add(a, b):\n    "), fim.suffix, fim.middle]
+    own = model.lm.generate(prompt, max_new_tokens=12, stop_ids=set()).ids
+    other = model.codec.encode("zzz qqq xxx")
+    loss, accuracy, n = teacher_forced(model.lm, [(prompt + own, len(prompt))])
+    assert accuracy == 1.0 and n == len(own)
+    worse, worse_acc, _ = teacher_forced(model.lm, [(prompt + other, len(prompt))])
+    assert worse > loss and worse_acc < 1.0
+    assert teacher_forced(object(), [(prompt + own, len(prompt))]) == (None, None, 0)  # a runtime that cannot score
+    site = CutSite("a.py", 1, "def add(a, b):\n    ", "return a + b", "\n")
+    r = evaluate_model(model, [site], Settings(contextShare=0), teacher=[(prompt + own, len(prompt))])
+    assert (r.heldout_loss, r.token_accuracy, r.scored_tokens) == (loss, accuracy, n)
+    assert evaluate_model(model, [site], Settings(contextShare=0)).heldout_loss is None
+    model.lm.close()
+
+
+def test_promotion_needs_exact_match_net_lines_and_no_worse_served_loss():
+    from tandem.learn.evaluate import EvalResult
+    from tandem_models.learn import LearnConfig, decide
+
+    def result(right: list[bool], loss=None):
+        return EvalResult(100 * sum(right) / len(right), 50.0, 1.0, 1.0, len(right), "m",
+                          [{"exact": x} for x in right], loss, 0.5 if loss else None)
+    cfg = LearnConfig()
+    base = [False] * 10
+    better = [True, True, True] + [False] * 7
+    assert decide(result(base, 1.2), result(better, 1.1), cfg)[:1] == (True,)
+    assert decide(result(base), result(better), cfg)[0]  # no served loss measured: exact match decides
+    promote, why, (gain, wins, losses) = decide(result(base, 1.2), result(better, 1.25), cfg)
+    assert not promote and "loss through the tuned model rose" in why and (gain, wins, losses) == (30.0, 3, 0)
+    promote, why, _ = decide(result(base, 1.2), result(base, 1.0), cfg)  # a lower loss alone is not enough
+    assert not promote and "below the 2-point margin" in why
+    swapped = [False, False, True, True, True] + [False] * 5
+    promote, why, _ = decide(result([True, True] + [False] * 8, 1.2), result(swapped, 1.0),
+                             LearnConfig(min_gain=1, min_net_lines=2))
+    assert not promote and "fewer than the 2 net lines" in why
+    assert not decide(result(base, 1.2), result(better, 1.0), LearnConfig(promote=False))[0]
+
+
 def test_training_threads_leave_the_cores_other_work_uses():
     """Training takes the cores other processes leave free, measured over half a second (not the
     load average, which still counts the run's own evaluation a minute before)."""

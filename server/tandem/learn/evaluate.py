@@ -11,6 +11,12 @@ that line (its text before the cursor, the suggestion's first line, what the sug
 the rest). Measured per site: exact match of that line with the original (trailing whitespace
 ignored), edit similarity (1 - Levenshtein distance / longer length) and wall-clock latency.
 
+With `teacher` examples (token ids and where the scored part starts: held-out lines laid out as
+the server's prompt, `tandem learn` builds them), the same loaded model also gives their
+teacher-forced loss per token and the share of those tokens that are its own first choice,
+through the graph itself (`GenaiLM.score`): a measure of many more tokens than exact match on a
+few dozen lines, taken on the model that would be served, after merge, export and quantization.
+
 One shortcut, which does not change what is scored: a cursor after a line's indentation asks for
 a block, and only its first line is scored, so decoding stops once that line is finished (the
 post-processing rules never change a block's first line because of the lines after it).
@@ -54,6 +60,9 @@ class EvalResult:
     sites: int
     model: str
     samples: list[dict]
+    heldout_loss: float | None = None  # teacher-forced, per token (None: not measured)
+    token_accuracy: float | None = None  # share of those tokens that are the model's first choice
+    scored_tokens: int = 0
 
     def to_json(self, samples: int = 200) -> dict:
         d = {k: v for k, v in self.__dict__.items() if k != "samples"}
@@ -107,12 +116,32 @@ def complete_line(engine: CompletionEngine, site: CutSite, settings: Settings, c
     return line_prefix + first + (rest[r.replace_chars:] if "\n" not in r.text else ""), dt, r.prompt_tokens
 
 
+def teacher_forced(lm, examples) -> tuple[float | None, float | None, int]:
+    """(loss per token, share of first choices, tokens) of `examples` [(ids, start)] through
+    the runtime `lm`; (None, None, 0) when it cannot score (no `score`, or a graph without the
+    output it needs)."""
+    score = getattr(lm, "score", None)
+    if score is None or not examples:
+        return None, None, 0
+    nll, hits, n = 0.0, 0, 0
+    for ids, start in examples:
+        try:
+            logprobs, picks = score(ids, start)
+        except ValueError:
+            return None, None, 0
+        nll -= sum(logprobs)
+        hits += sum(p == t for p, t in zip(picks, ids[start:]))
+        n += len(logprobs)
+    return round(nll / max(1, n), 4), round(hits / max(1, n), 4), n
+
+
 def evaluate_model(model, sites: list[CutSite], settings: Settings | None = None, context=None,
                    cancel: threading.Event | None = None, on_site=None, time_limit_s: float | None = None,
-                   min_sites: int = 10) -> EvalResult:
+                   min_sites: int = 10, teacher=None) -> EvalResult:
     """`model` is a LoadedModel (see tandem.model.loaded.load_model). With `time_limit_s`, sites
     after the limit are left out (at least `min_sites` are done): `sites` given in a random
-    order, the result's `sites` says how many of the first ones were used."""
+    order, the result's `sites` says how many of the first ones were used. `teacher`: examples
+    to score teacher-forced as well (above)."""
     if not sites:
         raise ValueError("no cut sites to evaluate")
     settings = settings or Settings()
@@ -133,9 +162,10 @@ def evaluate_model(model, sites: list[CutSite], settings: Settings | None = None
                         "exact": exact[-1], "prompt_tokens": tokens})
         if on_site:
             on_site(n + 1, len(sites))
+    loss, accuracy, scored = teacher_forced(model.lm, teacher) if not (cancel and cancel.is_set()) else (None, None, 0)
     return EvalResult(round(100 * sum(exact) / len(exact), 2), round(100 * statistics.mean(sims), 2),
                       round(statistics.median(lat), 1), round(statistics.mean(lat), 1), len(exact),
-                      model.label, samples)
+                      model.label, samples, loss, accuracy, scored)
 
 
 def evaluate_path(path: str, sites: list[CutSite], device: str = "cpu", **kw) -> EvalResult:
