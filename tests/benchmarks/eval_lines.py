@@ -60,7 +60,6 @@ SOURCE = {
     "sha256": "72cddac557f212db30f718ef0741a59bc5f5b54559525f9a104d9c925aba18c1",
 }
 KINDS = ("word", "punct", "indent", "eol")
-RULES = ("stops", "dedup", "words", "balance", "range", "nextline")
 BARE_PREFIX, BARE_SUFFIX, BARE_MAX_NEW = 512, 128, 48
 
 
@@ -318,7 +317,8 @@ def run_rules(model_path: Path, cases: list[Case]) -> dict[str, list[dict]]:
     m = load_model(str(model_path), "cpu")
     memo = MemoLM(m.lm)
     model = dataclasses.replace(m, lm=memo)
-    configs = {"all rules": "", **{f"-{r}": r for r in (*RULES, "heal")}}
+    from tandem.completion.postprocess import RULES
+    configs = {"all rules": "", **{f"-{r}": r for r in RULES}}
     out = {}
     old = os.environ.get("TANDEM_EVAL_RULES_OFF")
     try:
@@ -438,7 +438,8 @@ def main():
         results[f"bare {name}"] = run_bare(bare[name], cases)
         print(f"bare {name}: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     print()
-    print_tables(results)
+    if results:
+        print_tables(results)
     n_ablate = len(cases) if a.ablate is None else a.ablate
     rules = {}
     if n_ablate:

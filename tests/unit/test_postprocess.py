@@ -85,6 +85,23 @@ def test_multiline_never_repeats_the_next_line():
     assert s.text == "for x in xs:\n        total += x"
 
 
+def test_code_after_a_blank_line_of_its_own_goes_on_the_cursors_line(monkeypatch):
+    """On a blank line the model may begin with a line break (healing's `)\n\n` token): the
+    code it wrote below goes where the cursor is, without the indentation the cursor has."""
+    src = "def f():\n    try:\n        g(\n        )\n    |\n"
+    raw = "\n    except Exception as e:\n        raise\n\nprint(1)\n"
+    assert run(src, raw).text == "except Exception as e:\n        raise"
+    assert run("x = 1\n|\n", "\n\nimport math\n").text == "import math"  # top level, two blank lines
+    assert run("def f():\n    |\n", "\n        deeper()\n").text == "    deeper()"
+    # Code indented less than the cursor stays below it (the cursor's line would indent it too far).
+    s = run("def f():\n    x = 1\n    |\n", "\nprint(x)\n")
+    assert s is None or s.text.startswith("\n")
+    # Not on a blank line: a leading line break keeps its meaning.
+    assert run("x = |\n", "\nbar") is None
+    monkeypatch.setenv("TANDEM_EVAL_RULES_OFF", "lead")
+    assert run(src, raw).text.startswith("\n")
+
+
 def test_unfinished_last_line_is_dropped_at_token_limit():
     s = run("def f():\n    |\n", "a = 1\n    b = compute(", hit_limit=True)
     assert s.text == "a = 1"

@@ -1,14 +1,15 @@
 """Turn raw model text into a suggestion worth showing, or nothing.
 
 Rules, in order: stop at the mode's line limit (at the end of a finished line: the next line);
+on a blank line, put the code the model wrote after a blank line of its own on the cursor's line;
 trim to the end of the block; never repeat
 the code that already follows the cursor; continue a partly typed word instead of retyping
 it; balance brackets; drop blank results; and say how much of the text after the cursor the
 suggestion replaces (the editor shows it over that).
 
 Each rule can be switched off for measurement (tests/benchmarks/eval_lines.py) with
-TANDEM_EVAL_RULES_OFF, a comma list of: stops, dedup, words, balance, range, nextline (and
-heal, read by the engine). It is not a user setting: the rules are on in the product.
+TANDEM_EVAL_RULES_OFF, a comma list of: stops, dedup, words, balance, range, nextline, lead
+(and heal, read by the engine). It is not a user setting: the rules are on in the product.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from .context import SCAN_CHARS, CursorContext, indent_of
 
 PAIRS = {")": "(", "]": "[", "}": "{"}
 OPEN = {v: k for k, v in PAIRS.items()}
-RULES = ("stops", "dedup", "words", "balance", "range", "nextline", "heal")
+RULES = ("stops", "dedup", "words", "balance", "range", "nextline", "lead", "heal")
 BALANCE_SCAN = 4_000  # characters each side of the cursor that bracket balancing looks at
 _WORD_END = re.compile(r"[A-Za-z_][A-Za-z0-9_]*$")
 _WORD_START = re.compile(r"[A-Za-z0-9_]+")
@@ -72,6 +73,8 @@ def finish(ctx: CursorContext, raw: str, hit_token_limit: bool) -> Suggestion | 
         else:
             text = text.split("\n", 1)[0]  # elsewhere a leading line break means: nothing here
     else:
+        if rule_on("lead"):
+            text = _onto_cursor_line(ctx, text)
         end = _end_of_block(ctx, text)
         if end is not None:
             text = text[:end]
@@ -91,6 +94,23 @@ def finish(ctx: CursorContext, raw: str, hit_token_limit: bool) -> Suggestion | 
             return None
         return Suggestion(text, 0)
     return _fit_to_line_suffix(ctx, text)
+
+
+def _onto_cursor_line(ctx: CursorContext, text: str) -> str:
+    """The cursor stands on a blank line (after its indentation, if any) and the model began
+    with a line break: it left the cursor's line empty and wrote its code on the next one.
+    Token healing makes this likelier: the prompt's last line break is written again by the
+    model, which may pick the token that writes two (`)\n\n`). The user placed the cursor on
+    the line to write there, so the code goes there: the blank lines are dropped, and of the
+    code's indentation, what the cursor already has. Code that does not start with the
+    cursor's indentation (indented less) is left where the model put it."""
+    if ctx.line_prefix.strip() or ctx.line_suffix.strip() or not text.startswith("\n"):
+        return text
+    lines = text.split("\n")
+    first = next((i for i, line in enumerate(lines) if line.strip()), None)
+    if first is None or not lines[first].startswith(ctx.line_prefix):
+        return text
+    return "\n".join([lines[first][len(ctx.line_prefix):], *lines[first + 1:]])
 
 
 def _end_of_block(ctx: CursorContext, text: str) -> int | None:
