@@ -660,12 +660,6 @@ def _learn(coll, train_files, held, sites, key, resume, bundle, hf_dir, run, vid
         return lambda n, total: emit("eval", phase=phase, done=n, total=total,
                                      time_left_s=round(max(0.0, deadline - time.monotonic()), 1))
 
-    # The held-out loss through the served graph, before and after: the lines at the held-out
-    # loss's sites, laid out as the server's prompt (its budget, the context block).
-    curve_sites = sites[:cfg.curve_sites]
-    teacher = [(ids, m + 1) for ids, m in heldout_examples(
-        workspace_sampler(train_files, load_tokenizer(hf_dir), cfg, context, seq_len=cfg.context_tokens), curve_sites)]
-
     if cancel.is_set():
         raise Cancelled()
     saved = _read_before(run, key) if resume is not None else None
@@ -684,11 +678,12 @@ def _learn(coll, train_files, held, sites, key, resume, bundle, hf_dir, run, vid
         t = time.monotonic()
         before = evaluate_path(str(bundle), sites, settings=settings, context=context, cancel=cancel,
                                on_site=on_site("eval-before"), time_limit_s=cfg.eval_share * cfg.budget_s,
-                               teacher=teacher)
+                               score_lines=True)
         eval_s = time.monotonic() - t
         V.write_json_atomic(run / BEFORE, {"key": key, "eval_s": eval_s, "result": before.to_json(samples=10**6)})
-    # The held-out loss's sites (above) are the first of the shuffled held-out sites, whatever the
-    # machine's speed let the evaluation reach (so runs on the same workspace score the same lines).
+    # The held-out loss's sites: the first of the shuffled held-out sites, whatever the machine's
+    # speed let the evaluation reach (so runs on the same workspace score the same lines).
+    curve_sites = sites[:cfg.curve_sites]
     sites = sites[:before.sites]  # the same sites after training
     if cancel.is_set():
         raise Cancelled()
@@ -729,7 +724,7 @@ def _learn(coll, train_files, held, sites, key, resume, bundle, hf_dir, run, vid
 
     emit("phase", phase="eval-after", message="evaluating the tuned model the same way")
     after = evaluate_path(str(variant_dir), sites, settings=settings, context=context, cancel=cancel,
-                          on_site=on_site("eval-after"), teacher=teacher)
+                          on_site=on_site("eval-after"), score_lines=True)
     if cancel.is_set():
         raise Cancelled()
     promote, decision, (gain, wins, losses) = decide(before, after, cfg)
@@ -851,8 +846,8 @@ def write_report(d: Path, report: dict, history: dict, before, after) -> None:
             ("latency p50 (ms)", before.latency_ms_p50, after.latency_ms_p50),
             ("latency mean (ms)", before.latency_ms_mean, after.latency_ms_mean)]
     if before.heldout_loss is not None and after.heldout_loss is not None:
-        rows += [(f"held-out loss per token, teacher-forced ({after.scored_tokens} tokens of "
-                  f"{report['config']['curve_sites']} lines)", before.heldout_loss, after.heldout_loss),
+        rows += [(f"loss per token of the held-out lines, teacher-forced ({after.scored_tokens} tokens)",
+                  before.heldout_loss, after.heldout_loss),
                  ("of those tokens, the model's first choice (%)", round(100 * before.token_accuracy, 1),
                   round(100 * after.token_accuracy, 1))]
     tr = report["training"]

@@ -25,8 +25,9 @@ sees. `focus` variants draw that share of training windows from those heads; `si
 would load: the base model and, after each variant's training, its merged checkpoint are built
 into those serving variants by the project's pipeline, and each graph is scored on the same
 sites: the held-out loss and the share of tokens that are its first choice, teacher-forced
-through the graph (`GenaiLM.score`), and exact match and edit similarity of the lines through
-the completion engine (`tandem.learn.evaluate`, as `tandem learn`'s gate does).
+through the graph (`GenaiLM.score`) in the layout PyTorch scored, then exact match and edit
+similarity of the lines through the completion engine and the same loss after the engine's own
+prompt (`tandem.learn.evaluate`, as `tandem learn`'s gate does).
 
     .venv/bin/python tests/benchmarks/sweep_learn.py WORKSPACE --variants default --served cpu-int8,cpu-fp32
 Prints one JSON line per point and a table; nothing is saved but --out.
@@ -146,7 +147,7 @@ def main() -> int:
 
     def serve_scores(source: Path, tag: str) -> dict:
         """Build `source` (an HF checkpoint) into each served variant and score the graphs."""
-        from tandem.learn.evaluate import evaluate_model
+        from tandem.learn.evaluate import evaluate_model, teacher_forced
         from tandem.model.loaded import load_model
         from tandem_models.build import build
         from tandem.settings import Settings
@@ -159,9 +160,10 @@ def main() -> int:
             model = load_model(str(built / variant), "cpu")
             try:
                 for k, v in held_examples.items():
-                    r = evaluate_model(model, groups[k], settings=eval_settings, context=context,
-                                       teacher=[(ids, m + 1) for ids, m in v])
-                    out.update({f"{variant}/{k}_loss": r.heldout_loss, f"{variant}/{k}_acc": r.token_accuracy,
+                    loss, acc, _n = teacher_forced(model.lm, [(ids, m + 1) for ids, m in v])  # as PyTorch scores
+                    r = evaluate_model(model, groups[k], settings=eval_settings, context=context, score_lines=True)
+                    out.update({f"{variant}/{k}_loss": loss, f"{variant}/{k}_acc": acc,
+                                f"{variant}/{k}_served_loss": r.heldout_loss, f"{variant}/{k}_served_acc": r.token_accuracy,
                                 f"{variant}/{k}_exact": r.exact_match, f"{variant}/{k}_es": r.edit_similarity,
                                 f"{variant}/{k}_lines": [s["got"] for s in r.samples]})
             finally:
@@ -231,10 +233,12 @@ def main() -> int:
     shutil.rmtree(tmp, ignore_errors=True)
     for k, v in held_examples.items():
         for variant in served:
-            print(f"\n{k}, served {variant} ({len(v)} sites): loss, token accuracy, exact match %, edit similarity %")
+            print(f"\n{k}, served {variant} ({len(v)} sites): loss, first choices (as PyTorch laid them out; "
+                  "after the engine's prompt), exact match %, edit similarity %")
             for r in rows:
                 if f"{variant}/{k}_loss" in r:
                     print(f"  {r['variant']:<10} {r[f'{variant}/{k}_loss']:.3f}  {100 * r[f'{variant}/{k}_acc']:.1f}%  "
+                          f"{r[f'{variant}/{k}_served_loss']:.3f}  {100 * r[f'{variant}/{k}_served_acc']:.1f}%  "
                           f"{r[f'{variant}/{k}_exact']:.1f}  {r[f'{variant}/{k}_es']:.1f}")
         base_loss = rows[0][f"{k}_loss"]
         print(f"\n{k} loss, {len(v)} sites (base {base_loss:.3f}):")

@@ -267,6 +267,14 @@ def test_teacher_forced_scores_match_the_models_own_answer_and_the_reference(tin
     off = GenaiLM(bundle / "cpu-fp32", "cpu")
     off.draft_tokens = 0  # drafting off does not take the output away
     assert off.score(ids, len(ids) - 3)[1] == picks[-3:]
+    # In a cache slot: what it holds of the ids is reused (the last completion's prompt), the
+    # figures are the same, and the slot's cache matches its ids afterwards.
+    prompt = fim_prompt(REPEATING)
+    g = lm.generate(prompt, max_new_tokens=6, stop_ids=set())
+    slot = lm._slots["completion"]
+    again = lm.score(prompt + g.ids, len(prompt), slot="completion")
+    assert again[1] == g.ids and np.allclose(again[0], g.logprobs, atol=1e-3)
+    assert slot.generator.token_count() == len(slot.ids) == len(prompt) + len(g.ids) - 1
 
 
 @pytest.mark.parametrize("variant", ["cpu-fp32", "cpu-int8"])

@@ -458,10 +458,11 @@ def test_evaluation_scores_what_the_engine_shows(tiny_model):
 
 
 def test_evaluation_scores_the_served_graph_teacher_forced(tiny_model):
-    """With `teacher` examples, the evaluation also gives their loss and first-choice share
-    through the loaded graph: the model's own greedy answer is all first choices, and a line
-    it would not write costs more."""
-    from tandem.learn.evaluate import evaluate_model, teacher_forced
+    """With `score_lines`, the evaluation also gives each line's loss and first-choice share
+    through the loaded graph, after the engine's own prompt: the same figures as scoring those
+    ids from a fresh cache; the model's own greedy answer is all first choices, and a line it
+    would not write costs more."""
+    from tandem.learn.evaluate import _line_ids, engine_for, evaluate_model, teacher_forced
     from tandem.learn.workspace import CutSite
     from tandem.model.loaded import load_model
     from tandem.settings import Settings
@@ -476,10 +477,15 @@ def test_evaluation_scores_the_served_graph_teacher_forced(tiny_model):
     worse, worse_acc, _ = teacher_forced(model.lm, [(prompt + other, len(prompt))])
     assert worse > loss and worse_acc < 1.0
     assert teacher_forced(object(), [(prompt + own, len(prompt))]) == (None, None, 0)  # a runtime that cannot score
-    site = CutSite("a.py", 1, "def add(a, b):\n    ", "return a + b", "\n")
-    r = evaluate_model(model, [site], Settings(contextShare=0), teacher=[(prompt + own, len(prompt))])
-    assert (r.heldout_loss, r.token_accuracy, r.scored_tokens) == (loss, accuracy, n)
-    assert evaluate_model(model, [site], Settings(contextShare=0)).heldout_loss is None
+
+    settings = Settings(contextShare=0)
+    src = "class Stack:\n    def __init__(self):\n        self.items = []\n\n    def push(self, item):\n"
+    sites = [CutSite("a.py", 2, src[:src.index("self.items")], "self.items = []", src[src.index(" = []") + 5:]),
+             CutSite("a.py", 4, src[:src.index("def push")], "def push(self, item):", "\n")]
+    r = evaluate_model(model, sites, settings, score_lines=True)
+    want = teacher_forced(model.lm, [_line_ids(engine_for(model), s, settings, None) for s in sites])
+    assert (r.heldout_loss, r.token_accuracy, r.scored_tokens) == pytest.approx(want, abs=2e-3) and r.scored_tokens > 0
+    assert evaluate_model(model, sites, settings).heldout_loss is None
     model.lm.close()
 
 

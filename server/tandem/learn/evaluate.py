@@ -11,11 +11,12 @@ that line (its text before the cursor, the suggestion's first line, what the sug
 the rest). Measured per site: exact match of that line with the original (trailing whitespace
 ignored), edit similarity (1 - Levenshtein distance / longer length) and wall-clock latency.
 
-With `teacher` examples (token ids and where the scored part starts: held-out lines laid out as
-the server's prompt, `tandem learn` builds them), the same loaded model also gives their
-teacher-forced loss per token and the share of those tokens that are its own first choice,
-through the graph itself (`GenaiLM.score`): a measure of many more tokens than exact match on a
-few dozen lines, taken on the model that would be served, after merge, export and quantization.
+With `score_lines`, each site's line is also scored teacher-forced through the loaded graph
+(`GenaiLM.score`), after the engine's own prompt for that site (the cache slot still holds it,
+so only the line's tokens run): the loss per token of what the model should have written (the
+healed text, the indentation, the line) and the share of those tokens that are its own first
+choice. A measure of a few hundred tokens where exact match sees a few dozen lines, taken on the
+model that would be served, after merge, export and quantization.
 
 One shortcut, which does not change what is scored: a cursor after a line's indentation asks for
 a block, and only its first line is scored, so decoding stops once that line is finished (the
@@ -29,7 +30,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from ..completion.engine import CompletionEngine
+from ..completion.engine import CompletionEngine, serving_prompt
 from ..settings import Settings
 from .workspace import CutSite
 
@@ -116,37 +117,66 @@ def complete_line(engine: CompletionEngine, site: CutSite, settings: Settings, c
     return line_prefix + first + (rest[r.replace_chars:] if "\n" not in r.text else ""), dt, r.prompt_tokens
 
 
-def teacher_forced(lm, examples) -> tuple[float | None, float | None, int]:
-    """(loss per token, share of first choices, tokens) of `examples` [(ids, start)] through
-    the runtime `lm`; (None, None, 0) when it cannot score (no `score`, or a graph without the
-    output it needs)."""
-    score = getattr(lm, "score", None)
-    if score is None or not examples:
-        return None, None, 0
-    nll, hits, n = 0.0, 0, 0
-    for ids, start in examples:
+class TeacherForced:
+    """Accumulates teacher-forced scores through a runtime's `score` (above); `None` figures when
+    the runtime cannot score (no `score`, or a graph without the output it needs)."""
+
+    def __init__(self, lm):
+        self.score = getattr(lm, "score", None)
+        self.nll, self.hits, self.n = 0.0, 0, 0
+
+    def add(self, ids: list[int], start: int, slot: str | None = None) -> None:
+        if self.score is None:
+            return
         try:
-            logprobs, picks = score(ids, start)
+            logprobs, picks = self.score(ids, start, slot=slot)
         except ValueError:
+            self.score = None
+            return
+        self.nll -= sum(logprobs)
+        self.hits += sum(p == t for p, t in zip(picks, ids[start:]))
+        self.n += len(logprobs)
+
+    def result(self) -> tuple[float | None, float | None, int]:
+        """(loss per token, share of first choices, tokens scored)."""
+        if self.score is None or not self.n:
             return None, None, 0
-        nll -= sum(logprobs)
-        hits += sum(p == t for p, t in zip(picks, ids[start:]))
-        n += len(logprobs)
-    return round(nll / max(1, n), 4), round(hits / max(1, n), 4), n
+        return round(self.nll / self.n, 4), round(self.hits / self.n, 4), self.n
+
+
+def teacher_forced(lm, examples) -> tuple[float | None, float | None, int]:
+    """TeacherForced.result() of `examples` [(ids, start)], each from a fresh cache."""
+    t = TeacherForced(lm)
+    for ids, start in examples:
+        t.add(ids, start)
+    return t.result()
+
+
+def _line_ids(engine: CompletionEngine, site: CutSite, settings: Settings, context) -> tuple[list[int], int]:
+    """The engine's prompt for `site` and, after it, what the model should write there (the
+    healed text, the indentation the prompt left out, the line): (ids, where that starts)."""
+    model = engine.model
+    doc = site.prefix + site.suffix
+    block = context.block(model.codec, site.file, doc, len(site.prefix), settings.contextTokens) \
+        if context is not None else None
+    sp = serving_prompt(model.codec, model.fim, site.prefix, site.suffix, settings.contextTokens,
+                        settings.prefixShare, tuple(block.ids) if block is not None else (), heal=engine._heals())
+    return sp.ids + model.codec.encode(sp.written_first + site.target), len(sp.ids)
 
 
 def evaluate_model(model, sites: list[CutSite], settings: Settings | None = None, context=None,
                    cancel: threading.Event | None = None, on_site=None, time_limit_s: float | None = None,
-                   min_sites: int = 10, teacher=None) -> EvalResult:
+                   min_sites: int = 10, score_lines: bool = False) -> EvalResult:
     """`model` is a LoadedModel (see tandem.model.loaded.load_model). With `time_limit_s`, sites
     after the limit are left out (at least `min_sites` are done): `sites` given in a random
-    order, the result's `sites` says how many of the first ones were used. `teacher`: examples
-    to score teacher-forced as well (above)."""
+    order, the result's `sites` says how many of the first ones were used. `score_lines`: also
+    score each site's line teacher-forced (above)."""
     if not sites:
         raise ValueError("no cut sites to evaluate")
     settings = settings or Settings()
     engine = engine_for(model)
     exact, sims, lat, samples = [], [], [], []
+    teacher = TeacherForced(model.lm) if score_lines else None
     t0 = time.perf_counter()
     for n, site in enumerate(sites):
         if time_limit_s is not None and n >= min_sites and time.perf_counter() - t0 > time_limit_s:
@@ -160,9 +190,11 @@ def evaluate_model(model, sites: list[CutSite], settings: Settings | None = None
         lat.append(dt * 1000)
         samples.append({"file": site.file, "line": site.line + 1, "want": want.strip(), "got": got.strip(),
                         "exact": exact[-1], "prompt_tokens": tokens})
+        if teacher is not None and not (cancel and cancel.is_set()):
+            teacher.add(*_line_ids(engine, site, settings, context), slot="completion")
         if on_site:
             on_site(n + 1, len(sites))
-    loss, accuracy, scored = teacher_forced(model.lm, teacher) if not (cancel and cancel.is_set()) else (None, None, 0)
+    loss, accuracy, scored = teacher.result() if teacher is not None else (None, None, 0)
     return EvalResult(round(100 * sum(exact) / len(exact), 2), round(100 * statistics.mean(sims), 2),
                       round(statistics.median(lat), 1), round(statistics.mean(lat), 1), len(exact),
                       model.label, samples, loss, accuracy, scored)

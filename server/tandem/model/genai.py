@@ -199,30 +199,43 @@ class GenaiLM:
             slot.generator.append_tokens(np.asarray(ids, dtype=np.int32))
             return np.array(slot.generator.get_logits()[0, -1:], dtype=np.float32)
 
-    def score(self, ids: list[int], start: int) -> tuple[list[float], list[int]]:
+    def score(self, ids: list[int], start: int, slot: str | None = None) -> tuple[list[float], list[int]]:
         """Teacher-forced: the log-probability the model gives each of `ids[start:]` after the
-        tokens before it, and the token it would have picked there (argmax), from a fresh
-        cache, in passes of at most the `logits_tail` positions. What the graph is measured
-        with when its answers are not (`tandem learn`'s held-out loss through the served model).
-        Needs a graph with `logits_tail` (the pipeline's CPU variants)."""
+        tokens before it, and the token it would have picked there (argmax), in passes of at most
+        the `logits_tail` positions. From a fresh cache, or in cache slot `slot`, reusing what it
+        holds of `ids` (scoring the answer to a prompt just completed there runs only the
+        answer). What the graph is measured with when its answers are not (`tandem learn`'s
+        held-out loss through the served model). Needs a graph with `logits_tail` (the
+        pipeline's CPU variants)."""
         if not self.draft_tokens and not _has_output(self.directory / "model.onnx", TAIL_OUTPUT):
             raise ValueError(f"{self.directory} has no {TAIL_OUTPUT} output to score with")
         if not 0 < start < len(ids):
             raise ValueError("start must leave at least one token before and one to score")
         logprobs, picks = [], []
         with self._lock:
-            slot = self._new_slot(len(ids) + 1)
-            if start > 1:
-                self._append(slot, ids[:start - 1], want_logits=False)
-            pos = start - 1  # the position whose logits predict ids[start]
-            while pos < len(ids) - 1:
-                chunk = ids[pos:min(len(ids) - 1, pos + TAIL_POSITIONS)]
-                rows = self._verify(slot, chunk)
-                for row, target in zip(rows, ids[pos + 1:pos + 1 + len(chunk)]):
-                    top = float(row.max())
-                    logprobs.append(float(row[target]) - top - float(np.log(np.exp(row - top).sum())))
-                    picks.append(int(row.argmax()))
-                pos += len(chunk)
+            if slot is None:
+                s, reuse = self._new_slot(len(ids) + 1), 0
+            else:
+                s = self._slot(slot, len(ids) + 1)
+                reuse = min(common_prefix(s.ids, ids), start - 1)  # position start-1 must run: its logits
+            try:
+                if len(s.ids) > reuse:
+                    self._drop(s, len(s.ids) - reuse)
+                if start - 1 > reuse:
+                    self._append(s, ids[reuse:start - 1], want_logits=False)
+                pos = start - 1  # the position whose logits predict ids[start]
+                while pos < len(ids) - 1:
+                    chunk = ids[pos:min(len(ids) - 1, pos + TAIL_POSITIONS)]
+                    rows = self._verify(s, chunk)
+                    for row, target in zip(rows, ids[pos + 1:pos + 1 + len(chunk)]):
+                        top = float(row.max())
+                        logprobs.append(float(row[target]) - top - float(np.log(np.exp(row - top).sum())))
+                        picks.append(int(row.argmax()))
+                    pos += len(chunk)
+            except BackendError:
+                if slot is not None:
+                    self._slots.pop(slot, None)
+                raise
         return logprobs, picks
 
     # -- generation ---------------------------------------------------------------------
