@@ -221,6 +221,12 @@ class WorkspaceSampler(FimSampler):
         return ids
 
 
+def server_settings(cfg: LearnConfig) -> Settings:
+    """The server settings the run's evaluations complete with (prompt budget, context)."""
+    return Settings(contextTokens=cfg.context_tokens, contextShare=cfg.context_share,
+                    contextSources=tuple(cfg.context_sources))
+
+
 def workspace_sampler(files, tok, cfg: LearnConfig, context=None, seq_len: int = 0, extra=None) -> WorkspaceSampler:
     """The run's sampler (`seq_len`: another window length, e.g. the server's prompt budget for
     laying out held-out lines as the server would)."""
@@ -653,8 +659,7 @@ def _learn(coll, train_files, held, sites, key, resume, bundle, hf_dir, run, vid
         emit("phase", phase="collect", message=f"context from other files: {', '.join(csettings.sources)}, "
                                                f"{csettings.share:g} of each prompt; {len(context.open_files)} "
                                                f"training files as the open documents")
-    settings = Settings(contextTokens=cfg.context_tokens, contextShare=cfg.context_share,
-                        contextSources=tuple(cfg.context_sources))
+    settings = server_settings(cfg)
 
     def on_site(phase):
         return lambda n, total: emit("eval", phase=phase, done=n, total=total,

@@ -95,7 +95,7 @@ def main() -> int:
     from tandem.model.loader import default_model_path
     from tandem_models.common import load_tokenizer
     from tandem_models.learn import (TOKENIZER_FILES, LearnConfig, _lora_model, heldout_examples, heldout_scores,
-                                     train_step, train_threads, workspace_sampler)
+                                     server_settings, train_step, train_threads, workspace_sampler)
 
     hf = a.hf or default_model_path() / "hf"
     base_cfg = LearnConfig(threads=a.threads)
@@ -150,9 +150,7 @@ def main() -> int:
         from tandem.learn.evaluate import evaluate_model, teacher_forced
         from tandem.model.loaded import load_model
         from tandem_models.build import build
-        from tandem.settings import Settings
-        eval_settings = Settings(contextTokens=base_cfg.context_tokens, contextShare=base_cfg.context_share,
-                                 contextSources=tuple(base_cfg.context_sources))
+        eval_settings = server_settings(base_cfg)
         out = {}
         for variant in served:
             t = time.monotonic()

@@ -104,7 +104,7 @@ def _onto_cursor_line(ctx: CursorContext, text: str) -> str:
     the line to write there, so the code goes there: the blank lines are dropped, and of the
     code's indentation, what the cursor already has. Code that does not start with the
     cursor's indentation (indented less) is left where the model put it."""
-    if ctx.line_prefix.strip() or ctx.line_suffix.strip() or not text.startswith("\n"):
+    if ctx.line_prefix.strip() or not text.startswith("\n"):  # (a block: nothing after the cursor)
         return text
     lines = text.split("\n")
     first = next((i for i, line in enumerate(lines) if line.strip()), None)

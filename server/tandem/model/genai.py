@@ -27,7 +27,8 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from .backend import BackendError, Generation, Sampling, common_prefix, debug_delay, decode_loop, physical_cores
+from .backend import (BackendError, Generation, Sampling, common_prefix, debug_delay, decode_loop, log_normalizer,
+                      physical_cores)
 from .lookup import draft_tokens
 from .runtime import preload_cuda_libraries
 
@@ -110,7 +111,8 @@ class GenaiLM:
         # Speculative decoding with drafts from the prompt (backend.decode_loop) needs the
         # logits of every drafted position: graphs built by this project's pipeline have them
         # as a second output (models/genai_build.py, add_logits_tail).
-        self.draft_tokens = draft_tokens() if _has_output(self.directory / "model.onnx", TAIL_OUTPUT) else 0
+        self.has_tail = _has_output(self.directory / "model.onnx", TAIL_OUTPUT)
+        self.draft_tokens = draft_tokens() if self.has_tail else 0
 
     # -- cache slots -------------------------------------------------------------------
     def _new_slot(self, max_length: int) -> _Slot:
@@ -207,11 +209,11 @@ class GenaiLM:
         answer). What the graph is measured with when its answers are not (`tandem learn`'s
         held-out loss through the served model). Needs a graph with `logits_tail` (the
         pipeline's CPU variants)."""
-        if not self.draft_tokens and not _has_output(self.directory / "model.onnx", TAIL_OUTPUT):
+        if not self.has_tail:
             raise ValueError(f"{self.directory} has no {TAIL_OUTPUT} output to score with")
         if not 0 < start < len(ids):
             raise ValueError("start must leave at least one token before and one to score")
-        logprobs, picks = [], []
+        logprobs, picks, scratch = [], [], None
         with self._lock:
             if slot is None:
                 s, reuse = self._new_slot(len(ids) + 1), 0
@@ -228,8 +230,8 @@ class GenaiLM:
                     chunk = ids[pos:min(len(ids) - 1, pos + TAIL_POSITIONS)]
                     rows = self._verify(s, chunk)
                     for row, target in zip(rows, ids[pos + 1:pos + 1 + len(chunk)]):
-                        top = float(row.max())
-                        logprobs.append(float(row[target]) - top - float(np.log(np.exp(row - top).sum())))
+                        log_z, scratch = log_normalizer(row, scratch)
+                        logprobs.append(float(row[target]) - log_z)
                         picks.append(int(row.argmax()))
                     pos += len(chunk)
             except BackendError:
