@@ -107,6 +107,24 @@ def test_unfinished_last_line_is_dropped_at_token_limit():
     assert s.text == "a = 1"
 
 
+def test_a_line_still_looping_at_the_token_limit_is_dropped():
+    # Seen on tuned models: a number that never ends, an import list going round in circles.
+    assert run("def f(x):\n    |\n", "if x > 1" + "0" * 120, hit_limit=True) is None
+    loop = "overload_varargs, overload_varkwargs, " * 4
+    s = run("def f():\n    |\n", "a = 1\n    b = [" + loop, hit_limit=True)
+    assert s.text == "a = 1"  # the lines before it stay
+    assert run("x = |\n", "f(" + "ab, " * 12, hit_limit=True) is None  # single-line mode too
+
+
+def test_a_repeating_line_that_ended_or_a_long_line_is_kept(monkeypatch):
+    sep = "# " + "=" * 40
+    assert run("def f():\n    |\n", sep + "\n    x = 1\n").text == sep + "\n    x = 1"
+    long = "result = compute(alpha, beta, gamma, delta, epsilon, zeta"
+    assert run("x = 1\n|\n", long, hit_limit=True).text == long  # no loop: kept
+    monkeypatch.setenv("TANDEM_EVAL_RULES_OFF", "repeat")
+    assert run("def f(x):\n    |\n", "if x > 1" + "0" * 120, hit_limit=True).text == "if x > 1" + "0" * 120
+
+
 def test_stop_early_single_line_and_block():
     ctx = analyze("x = ", "\n")
     assert not stop_early(ctx, "foo(1")

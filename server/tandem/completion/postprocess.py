@@ -1,6 +1,8 @@
 """Turn raw model text into a suggestion worth showing, or nothing.
 
-Rules, in order: stop at the mode's line limit (at the end of a finished line: the next line);
+Rules, in order: drop a line the model was still repeating itself on when it ran out of tokens
+(`0000...`, `a, b, a, b, ...`: it was looping, the line has no end worth showing); stop at the
+mode's line limit (at the end of a finished line: the next line);
 on a blank line, put the code the model wrote after a blank line of its own on the cursor's line;
 trim to the end of the block; never repeat
 the code that already follows the cursor; continue a partly typed word instead of retyping
@@ -8,8 +10,8 @@ it; balance brackets; drop blank results; and say how much of the text after the
 suggestion replaces (the editor shows it over that).
 
 Each rule can be switched off for measurement (tests/benchmarks/eval_lines.py) with
-TANDEM_EVAL_RULES_OFF, a comma list of: stops, dedup, words, balance, range, nextline, lead
-(and heal, read by the engine). It is not a user setting: the rules are on in the product.
+TANDEM_EVAL_RULES_OFF, a comma list of: repeat, stops, dedup, words, balance, range, nextline,
+lead (and heal, read by the engine). It is not a user setting: the rules are on in the product.
 """
 from __future__ import annotations
 
@@ -21,11 +23,15 @@ from .context import SCAN_CHARS, CursorContext, indent_of
 
 PAIRS = {")": "(", "]": "[", "}": "{"}
 OPEN = {v: k for k, v in PAIRS.items()}
-RULES = ("stops", "dedup", "words", "balance", "range", "nextline", "lead", "heal")
+RULES = ("repeat", "stops", "dedup", "words", "balance", "range", "nextline", "lead", "heal")
 BALANCE_SCAN = 4_000  # characters each side of the cursor that bracket balancing looks at
 _WORD_END = re.compile(r"[A-Za-z_][A-Za-z0-9_]*$")
 _WORD_START = re.compile(r"[A-Za-z0-9_]+")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{2,}")
+# A line that ends in a loop: a piece of 3+ characters then 5+ more copies of it, or of 10+
+# characters then 3+ more (the thresholds of Tabby's removeLineEndsWithRepetition filter).
+LOOP_SCAN = 240  # characters at the line's end searched (the search is quadratic in them: 0.1-4 ms)
+_LOOPS = (re.compile(r"(.{3,}?)\1{5,}$"), re.compile(r"(.{10,}?)\1{3,}$"))
 # What the bracket scanner stops at: string delimiters, comments, escapes, line breaks, brackets.
 _SCAN = re.compile(r"\\.|\"\"\"|'''|[\"'`#\n()\[\]{}]")
 
@@ -62,6 +68,10 @@ def next_line_wanted(ctx: CursorContext) -> bool:
 
 def finish(ctx: CursorContext, raw: str, hit_token_limit: bool) -> Suggestion | None:
     text = raw.replace("\r\n", "\n")
+    if hit_token_limit and rule_on("repeat") and _loops(text[text.rfind("\n") + 1:]):
+        # The model never ended this line: it was repeating itself until the budget ran out.
+        # A finished line that repeats (a `# ====` rule) ended before the limit and stays.
+        text, hit_token_limit = text[:text.rfind("\n") + 1], False  # no unfinished line left
     if not rule_on("stops"):
         pass
     elif not ctx.multiline:
@@ -94,6 +104,11 @@ def finish(ctx: CursorContext, raw: str, hit_token_limit: bool) -> Suggestion | 
             return None
         return Suggestion(text, 0)
     return _fit_to_line_suffix(ctx, text)
+
+
+def _loops(line: str) -> bool:
+    line = line.rstrip()[-LOOP_SCAN:]
+    return any(p.search(line) for p in _LOOPS)
 
 
 def _onto_cursor_line(ctx: CursorContext, text: str) -> str:
