@@ -64,6 +64,11 @@ class LearnConfig:
     # mix (mid-line cursors, whole lines, to the end of the window, random spans). Measured
     # (README, "What the held-out loss shows"): long to-the-end middles dominated the loss.
     line_rate: float = 0.75
+    # Of those line completions, this share asks for the rest of the line's block instead (the
+    # lines after it at its depth or deeper, up to BLOCK_LINES), with the suffix going on after
+    # the block: the user writing new code on a blank line, where the code that follows is not
+    # written yet. Line completions alone teach the model to stop after one line.
+    block_rate: float = 0.0
     middle_weight: float = 2.0
     heldout_share: float = 0.2
     eval_sites: int = 60
@@ -121,6 +126,25 @@ class Reporter:
 
 # -- training -------------------------------------------------------------------------------
 
+BLOCK_LINES = 12  # the most lines a block completion asks for
+
+
+def block_end(lines: list[str], i: int, limit: int = BLOCK_LINES) -> int:
+    """The last line of the block that line `i` begins: the lines after it at its depth or
+    deeper (at top level: deeper, the body of a `def` or `class`), blank lines inside it
+    included, at most `limit` lines in all."""
+    def depth(line: str) -> int:
+        return len(line) - len(line.lstrip())
+    top = depth(lines[i])
+    last = i
+    for k in range(i + 1, min(len(lines), i + limit)):
+        if lines[k].strip():
+            if depth(lines[k]) < top or (top == 0 and depth(lines[k]) == 0):
+                break
+            last = k
+    return last
+
+
 class WorkspaceSampler(FimSampler):
     """FIM examples from the workspace: finetune.py's windows and splits, laid out by the
     completion engine's own prompt code (tandem.completion.engine.serving_prompt: the line's
@@ -130,13 +154,14 @@ class WorkspaceSampler(FimSampler):
     from retained accepted completions (no document: no context, as the log keeps none)."""
 
     def __init__(self, files, tok, cfg: FinetuneConfig, rng, extra: list[tuple[str, str, str]] | None = None,
-                 extra_rate: float = 0.0, context=None, line_rate: float = 0.0, focus=(), focus_share: float = 0.0):
+                 extra_rate: float = 0.0, context=None, line_rate: float = 0.0, focus=(), focus_share: float = 0.0,
+                 block_rate: float = 0.0):
         files = [f for f in files if f.text.strip()]
         super().__init__([f.text for f in files], tok, cfg, rng)
         self.rels = [f.rel for f in files]  # parallel to self.docs
         self.extra, self.extra_rate = extra or [], extra_rate if extra else 0.0
         self.context = context  # tandem.learn.context.WorkspaceContext, or None: no context block
-        self.line_rate = line_rate
+        self.line_rate, self.block_rate = line_rate, block_rate
         self.focus_weight(set(focus), focus_share)
         self.last_window = (0, 0)  # (index in docs, character offset) of the last window()
         self.stats = {"examples": 0, "tokens": 0, "context_examples": 0, "context_tokens": 0}
@@ -197,8 +222,11 @@ class WorkspaceSampler(FimSampler):
         i = rng.choice(code)
         begin = starts[i] + len(lines[i]) - len(lines[i].lstrip())
         j = i
-        while j + 1 < len(lines) and lines[j + 1].strip() and rng.random() < 0.2:
-            j += 1
+        if self.block_rate and rng.random() < self.block_rate:
+            j = block_end(lines, i)
+        else:
+            while j + 1 < len(lines) and lines[j + 1].strip() and rng.random() < 0.2:
+                j += 1
         end = starts[j] + len(lines[j].rstrip("\n"))
         return text[:begin], text[begin:end], text[end:]
 
@@ -233,7 +261,7 @@ def workspace_sampler(files, tok, cfg: LearnConfig, context=None, seq_len: int =
     fcfg = FinetuneConfig(batch_size=cfg.batch_size, seq_len=seq_len or cfg.seq_len, fim_rate=cfg.fim_rate,
                           middle_weight=cfg.middle_weight, seed=cfg.seed, bf16=cfg.bf16)
     return WorkspaceSampler(files, tok, fcfg, random.Random(cfg.seed), extra, cfg.feedback_rate, context,
-                            cfg.line_rate, cfg.focus, cfg.focus_share)
+                            cfg.line_rate, cfg.focus, cfg.focus_share, cfg.block_rate)
 
 
 def _lora_model(hf_dir: Path, cfg: LearnConfig):
@@ -955,6 +983,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--layers", type=int, default=LearnConfig.layers, help="adapt the last N layers (0: all)")
     ap.add_argument("--line-rate", type=float, default=LearnConfig.line_rate,
                     help="share of the examples cut as line completions (the rest: mixed FIM splits)")
+    ap.add_argument("--block-rate", type=float, default=LearnConfig.block_rate,
+                    help="share of those line completions that ask for the rest of the line's block")
     ap.add_argument("--focus", action="append", default=[], metavar="FILE",
                     help="a file you work in (repeatable; the editor passes its open and recently edited files): "
                          "it always trains, and gets --focus-share of the examples")
@@ -970,6 +1000,7 @@ def main(argv: list[str] | None = None) -> int:
                       context_share=a.context_share, checkpoint_s=a.checkpoint_seconds,
                       context_sources=tuple(x for x in a.context_sources.split(",") if x.strip()),
                       seed=a.seed, threads=a.threads, layers=a.layers, line_rate=a.line_rate,
+                      block_rate=a.block_rate,
                       feedback_examples=a.use_feedback, promote=not a.no_promote,
                       focus=tuple(x for f in a.focus for x in f.split(",") if x.strip()), focus_share=a.focus_share)
     emit = Reporter(a.json)

@@ -21,6 +21,16 @@ sees. `focus` variants draw that share of training windows from those heads; `si
 
     .venv/bin/python tests/benchmarks/sweep_learn.py WORKSPACE --focus 3 --variants size,focus50
 
+`--feedback-sites N` (with `--focus`) measures `tandem learn --use-feedback` on a simulated
+session: the user writes the focus files' heads, the editor asks the base model (built into the
+server's CPU variant, through the completion engine with the context block) at N line sites
+there, and the user accepts and keeps the suggestions that are exactly the line written (only
+those would pass the log's retention check). The kept suggestions become the feedback log's
+examples, as the tracker records them (1,500 characters before, the accepted text, 500 after);
+the `feedback` variant trains on them beside the windows (`feedback_rate` of the batch).
+
+    .venv/bin/python tests/benchmarks/sweep_learn.py WORKSPACE --focus 3 --feedback-sites 80 --variants size,feedback
+
 `--served cpu-int8,cpu-fp32` asks whether what training learns reaches the model the server
 would load: the base model and, after each variant's training, its merged checkpoint are built
 into those serving variants by the project's pipeline, and each graph is scored on the same
@@ -30,6 +40,12 @@ similarity of the lines through the completion engine and the same loss after th
 prompt (`tandem.learn.evaluate`, as `tandem learn`'s gate does).
 
     .venv/bin/python tests/benchmarks/sweep_learn.py WORKSPACE --variants default --served cpu-int8,cpu-fp32
+
+`--merge-scales 1,0.5` (with `--served`) merges each trained adapter at those fractions of its
+weight (LoRA's scaling times the factor: the weights move that share of the way from the base
+model to the tuned one, weight-space ensembling as in WiSE-FT) and scores each merge as above.
+
+    .venv/bin/python tests/benchmarks/sweep_learn.py WORKSPACE --variants default --served cpu-int8 --merge-scales 1,0.75,0.5
 Prints one JSON line per point and a table; nothing is saved but --out.
 """
 from __future__ import annotations
@@ -61,6 +77,8 @@ VARIANTS = {  # LearnConfig fields
     "focus25": {"focus_share": 0.25},
     "focus50": {"focus_share": 0.5},
     "focus75": {"focus_share": 0.75},
+    "feedback": {"feedback_examples": True},  # with --feedback-sites: the simulated log's examples
+    "blocks": {"block_rate": 0.33},  # a third of the line completions ask for the rest of the block
     "seq192": {"seq_len": 192},
     "seq512": {"seq_len": 512},
     "seq768b2": {"seq_len": 768, "batch_size": 2},  # about the tokens of a default step, longer windows
@@ -81,7 +99,9 @@ def main() -> int:
                     help="lay out the held-out lines in examples of this many tokens (default: learn's seq_len)")
     ap.add_argument("--focus", type=int, default=0, help="the N largest held-out files are being written (above)")
     ap.add_argument("--focus-head", type=float, default=0.6, help="share of a focus file's lines already written")
+    ap.add_argument("--feedback-sites", type=int, default=0, help="simulate a feedback log at N focus sites (above)")
     ap.add_argument("--served", default="", help="serving variants to build and score after training (above)")
+    ap.add_argument("--merge-scales", default="1", help="merge each adapter at these fractions of its weight (above)")
     ap.add_argument("--keep", type=Path, help="keep the served variants built from the trained models here")
     ap.add_argument("--out", type=Path)
     a = ap.parse_args()
@@ -112,11 +132,12 @@ def main() -> int:
     if a.focus:
         focus = sorted(held, key=lambda f: -len(f.text))[:a.focus]
         held = [f for f in held if f not in focus]
-        heads, tails = [], []
+        heads, tails, head_sites = [], [], []
         for f in focus:
             lines = f.text.split("\n")
             n = int(len(lines) * a.focus_head)
             heads.append(SourceFile(f.rel, "\n".join(lines[:n]) + "\n"))
+            head_sites += cut_sites([heads[-1]], 10 ** 6, base_cfg.seed)
             tails += [s for s in cut_sites([f], 10 ** 6, base_cfg.seed) if s.line >= n]
         random.Random(base_cfg.seed).shuffle(tails)
         train_files = sorted(train_files + heads, key=lambda f: f.rel)
@@ -144,6 +165,35 @@ def main() -> int:
 
     served = [v for v in a.served.split(",") if v]
     tmp = Path(tempfile.mkdtemp(prefix="sweep-served-"))
+
+    feedback = []
+    if a.feedback_sites:
+        if not a.focus:
+            ap.error("--feedback-sites needs --focus")
+        from tandem.learn.evaluate import evaluate_model
+        from tandem.learn.feedback import PREFIX_CHARS, SUFFIX_CHARS
+        from tandem.model.loaded import load_model
+        from tandem_models.build import build
+        random.Random(base_cfg.seed).shuffle(head_sites)
+        asked = head_sites[:a.feedback_sites]
+        variant = "cpu-int8"
+        t = time.monotonic()
+        built = build(source=str(hf), name="feedback-base", home=tmp, cpu_variant=variant, cuda=False, verify=False)
+        model = load_model(str(built / variant), "cpu")
+        try:
+            r = evaluate_model(model, asked, settings=server_settings(base_cfg), context=context)
+        finally:
+            model.lm.close()
+        shutil.rmtree(built, ignore_errors=True)
+        for site, sample in zip(asked, r.samples):
+            if sample["exact"]:  # accepted and still there 2 minutes later
+                feedback.append((site.prefix[-PREFIX_CHARS:], site.target, site.suffix[:SUFFIX_CHARS]))
+        record_fb = {"feedback_sites": len(asked), "accepted_kept": len(feedback),
+                     "exact_match": r.exact_match, "s": round(time.monotonic() - t, 1)}
+        print(json.dumps(record_fb), flush=True)
+        if a.out:
+            with open(a.out, "a") as f:
+                f.write(json.dumps(record_fb) + "\n")
 
     def serve_scores(source: Path, tag: str) -> dict:
         """Build `source` (an HF checkpoint) into each served variant and score the graphs."""
@@ -193,7 +243,7 @@ def main() -> int:
         cfg = replace(base_cfg, **VARIANTS[name])
         random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
-        sampler = workspace_sampler(train_files, tok, cfg, context)
+        sampler = workspace_sampler(train_files, tok, cfg, context, extra=feedback if cfg.feedback_examples else None)
         model = _lora_model(hf, cfg)
         inner = model.get_base_model()
         pad_id = tok.pad_token_id if tok.pad_token_id is not None else sampler.eot_id
@@ -215,17 +265,25 @@ def main() -> int:
                         "train_loss": round(loss, 3), **losses(inner, cfg.bf16)})
                 model.train()
         if served:
+            import copy
+
+            from peft.tuners.lora import LoraLayer
             model.eval()
-            merged = model.merge_and_unload()
-            src = tmp / f"merged-{name}"
-            merged.save_pretrained(str(src))
-            for f in TOKENIZER_FILES:
-                if (hf / f).exists():
-                    shutil.copy2(hf / f, src / f)
-            record({"variant": name, "step": step, "train_s": round(train_s, 1), "served": True,
-                    **serve_scores(src, name)})
-            shutil.rmtree(src, ignore_errors=True)
-            del merged
+            for scale in [float(x) for x in a.merge_scales.split(",")]:
+                for m in model.modules():
+                    if isinstance(m, LoraLayer):
+                        m.set_scale("default", scale)  # LoRA's scaling (alpha / r) times `scale`
+                tag = name if scale == 1 else f"{name}-x{scale:g}"
+                merged = copy.deepcopy(model).merge_and_unload()
+                src = tmp / f"merged-{tag}"
+                merged.save_pretrained(str(src))
+                del merged
+                for f in TOKENIZER_FILES:
+                    if (hf / f).exists():
+                        shutil.copy2(hf / f, src / f)
+                record({"variant": tag, "step": step, "train_s": round(train_s, 1), "served": True,
+                        "merge_scale": scale, **serve_scores(src, tag)})
+                shutil.rmtree(src, ignore_errors=True)
         del model, opt
 
     shutil.rmtree(tmp, ignore_errors=True)

@@ -337,6 +337,28 @@ def test_line_rate_cuts_examples_as_line_completions(tiny_model):
     assert any(p[p.rfind("\n") + 1:].strip() for p, _m, _s in cuts) and any(not sfx for _p, _m, sfx in cuts)
 
 
+def test_block_rate_asks_for_the_rest_of_the_block(tiny_model):
+    """A block completion: the cursor after a line's indentation, the middle the rest of the
+    block that line begins (its depth or deeper, blank lines inside it), the suffix what comes
+    after the block."""
+    pytest.importorskip("peft")
+    from tandem_models.learn import block_end
+    text = ("def area(w, h):\n    a = w * h\n\n    if a < 0:\n        a = 0\n    return a\n\n\n"
+            "class Shape:\n    name = 'shape'\n")
+    lines = text.splitlines(keepends=True)
+    assert [block_end(lines, i) for i in (0, 1, 3, 4, 5, 8)] == [5, 5, 5, 4, 5, 9]
+    assert block_end(lines, 0, limit=3) == 1  # at most `limit` lines
+    s = _sampler(tiny_model, [text * 3])
+    s.line_rate, s.block_rate = 1.0, 1.0
+    for _ in range(50):
+        prefix, middle, suffix = s.split(text)
+        assert prefix + middle + suffix == text
+        i = prefix.count("\n")
+        assert prefix[prefix.rfind("\n") + 1:].strip() == "" and middle[:1].strip()
+        assert middle.count("\n") == block_end(lines, i) - i and suffix.startswith("\n")
+    assert any(s.split(text)[1].count("\n") >= 3 for _ in range(50))
+
+
 def test_training_examples_are_the_engines_prompt(tiny_model):
     """`tandem learn` and `tandem-models finetune` lay out FIM examples with the completion engine's own prompt code
     (serving_prompt: indentation left to the model, token healing, the budget split): the prompt
