@@ -35,7 +35,7 @@ from tandem.learn.context import ContextSettings, WorkspaceContext
 from tandem.learn import versions as V
 from tandem.learn.evaluate import CONTEXT_TOKENS, evaluate_path
 from tandem.settings import Settings
-from tandem.learn.workspace import WorkspaceError, collect, cut_sites, split
+from tandem.learn.workspace import WorkspaceError, block_end, collect, cut_sites, split
 from tandem.model.loader import sha256_file
 
 from .common import MANIFEST_NAME, PipelineError, load_tokenizer, read_json, write_json
@@ -125,25 +125,6 @@ class Reporter:
 
 
 # -- training -------------------------------------------------------------------------------
-
-BLOCK_LINES = 12  # the most lines a block completion asks for
-
-
-def block_end(lines: list[str], i: int, limit: int = BLOCK_LINES) -> int:
-    """The last line of the block that line `i` begins: the lines after it at its depth or
-    deeper (at top level: deeper, the body of a `def` or `class`), blank lines inside it
-    included, at most `limit` lines in all."""
-    def depth(line: str) -> int:
-        return len(line) - len(line.lstrip())
-    top = depth(lines[i])
-    last = i
-    for k in range(i + 1, min(len(lines), i + limit)):
-        if lines[k].strip():
-            if depth(lines[k]) < top or (top == 0 and depth(lines[k]) == 0):
-                break
-            last = k
-    return last
-
 
 class WorkspaceSampler(FimSampler):
     """FIM examples from the workspace: finetune.py's windows and splits, laid out by the

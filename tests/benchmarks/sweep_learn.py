@@ -41,6 +41,10 @@ prompt (`tandem.learn.evaluate`, as `tandem learn`'s gate does).
 
     .venv/bin/python tests/benchmarks/sweep_learn.py WORKSPACE --variants default --served cpu-int8,cpu-fp32
 
+`--blocks` (with `--served`) also asks each graph for a block at the same sites with the rest of
+their block removed (the user writing new code there; `tandem.learn.evaluate.evaluate_blocks`):
+lines offered against lines in the block, and lines right before the first wrong one.
+
 `--merge-scales 1,0.5` (with `--served`) merges each trained adapter at those fractions of its
 weight (LoRA's scaling times the factor: the weights move that share of the way from the base
 model to the tuned one, weight-space ensembling as in WiSE-FT) and scores each merge as above.
@@ -102,6 +106,8 @@ def main() -> int:
     ap.add_argument("--feedback-sites", type=int, default=0, help="simulate a feedback log at N focus sites (above)")
     ap.add_argument("--served", default="", help="serving variants to build and score after training (above)")
     ap.add_argument("--merge-scales", default="1", help="merge each adapter at these fractions of its weight (above)")
+    ap.add_argument("--blocks", action="store_true",
+                    help="with --served: also offer blocks at the sites with their block not written yet (below)")
     ap.add_argument("--keep", type=Path, help="keep the served variants built from the trained models here")
     ap.add_argument("--out", type=Path)
     a = ap.parse_args()
@@ -197,7 +203,7 @@ def main() -> int:
 
     def serve_scores(source: Path, tag: str) -> dict:
         """Build `source` (an HF checkpoint) into each served variant and score the graphs."""
-        from tandem.learn.evaluate import evaluate_model, teacher_forced
+        from tandem.learn.evaluate import evaluate_blocks, evaluate_model, teacher_forced
         from tandem.model.loaded import load_model
         from tandem_models.build import build
         eval_settings = server_settings(base_cfg)
@@ -214,6 +220,10 @@ def main() -> int:
                                 f"{variant}/{k}_served_loss": r.heldout_loss, f"{variant}/{k}_served_acc": r.token_accuracy,
                                 f"{variant}/{k}_exact": r.exact_match, f"{variant}/{k}_es": r.edit_similarity,
                                 f"{variant}/{k}_lines": [s["got"] for s in r.samples]})
+                    if a.blocks:
+                        b = evaluate_blocks(model, groups[k], settings=eval_settings, context=context)
+                        out.update({f"{variant}/{k}_blocks": {key: v for key, v in b.__dict__.items() if key != "samples"},
+                                    f"{variant}/{k}_block_texts": [x["text"] for x in b.samples]})
             finally:
                 model.lm.close()
             out[f"{variant}/s"] = round(time.monotonic() - t, 1)
@@ -296,6 +306,14 @@ def main() -> int:
                     print(f"  {r['variant']:<10} {r[f'{variant}/{k}_loss']:.3f}  {100 * r[f'{variant}/{k}_acc']:.1f}%  "
                           f"{r[f'{variant}/{k}_served_loss']:.3f}  {100 * r[f'{variant}/{k}_served_acc']:.1f}%  "
                           f"{r[f'{variant}/{k}_exact']:.1f}  {r[f'{variant}/{k}_es']:.1f}")
+            if a.blocks:
+                print(f"\n{k}, served {variant}, blocks not written yet: lines wanted, offered (one line / none), "
+                      "right from the start, first line right, p50 ms")
+                for r in rows:
+                    if f"{variant}/{k}_blocks" in r:
+                        b = r[f"{variant}/{k}_blocks"]
+                        print(f"  {r['variant']:<10} {b['lines_wanted']:.2f}  {b['lines_offered']:.2f} ({b['one_line']} / "
+                              f"{b['nothing']})  {b['lines_right']:.2f}  {b['first_line_right']}  {b['latency_ms_p50']:.0f}")
         base_loss = rows[0][f"{k}_loss"]
         print(f"\n{k} loss, {len(v)} sites (base {base_loss:.3f}):")
         for name in a.variants.split(","):

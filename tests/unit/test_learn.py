@@ -342,11 +342,11 @@ def test_block_rate_asks_for_the_rest_of_the_block(tiny_model):
     block that line begins (its depth or deeper, blank lines inside it), the suffix what comes
     after the block."""
     pytest.importorskip("peft")
-    from tandem_models.learn import block_end
+    from tandem.learn.workspace import block_end
     text = ("def area(w, h):\n    a = w * h\n\n    if a < 0:\n        a = 0\n    return a\n\n\n"
             "class Shape:\n    name = 'shape'\n")
     lines = text.splitlines(keepends=True)
-    assert [block_end(lines, i) for i in (0, 1, 3, 4, 5, 8)] == [5, 5, 5, 4, 5, 9]
+    assert [block_end(lines, i) for i in (0, 1, 3, 4, 5, 8)] == [5, 5, 4, 4, 5, 9]
     assert block_end(lines, 0, limit=3) == 1  # at most `limit` lines
     s = _sampler(tiny_model, [text * 3])
     s.line_rate, s.block_rate = 1.0, 1.0
@@ -476,6 +476,36 @@ def test_evaluation_scores_what_the_engine_shows(tiny_model):
     # `    def pop(self):` after a blank line: the prompt's `)\n\n` is healed, so the model first
     # writes a line break again; the line that counts is the one after it
     assert healed_line_ends >= 1
+    model.lm.close()
+
+
+def test_block_sites_and_their_evaluation(tiny_model):
+    """A block site leaves the rest of the block unwritten (the suffix goes on after it); the
+    block evaluation offers what the full engine offers there and counts lines right from the
+    block's start."""
+    from tandem.completion.engine import CompletionEngine
+    from tandem.learn.evaluate import evaluate_blocks
+    from tandem.learn.workspace import SourceFile, block_site, cut_sites
+    from tandem.model.loaded import load_model
+    from tandem.settings import Settings
+
+    src = ("class Stack:\n    def __init__(self):\n        self.items = []\n\n    def push(self, item):\n"
+           "        self.items.append(item)\n        return item\n\n    def pop(self):\n        return self.items.pop()\n")
+    sites = cut_sites([SourceFile("a.py", src)], 100)
+    push = next(s for s in sites if s.target == "def push(self, item):")
+    bsite, want = block_site(push)
+    assert want == ["    def push(self, item):", "        self.items.append(item)", "        return item"]
+    assert bsite.prefix == push.prefix and bsite.suffix == "\n\n    def pop(self):\n        return self.items.pop()\n"
+    append = next(s for s in sites if s.target == "self.items.append(item)")
+    assert block_site(append)[1] == ["        self.items.append(item)", "        return item"]
+
+    model = load_model(str(tiny_model), "cpu")
+    settings = Settings(contextShare=0)
+    b = evaluate_blocks(model, [push, append], settings)
+    r = CompletionEngine(model).complete(bsite.prefix + bsite.suffix, len(bsite.prefix), settings)
+    offered = ("    " + r.text).split("\n") if r else []
+    assert b.samples[0]["got"] == len(offered) and b.samples[0]["want"] == 3
+    assert b.lines_wanted == 2.5 and 0 <= b.lines_right <= b.lines_offered
     model.lm.close()
 
 

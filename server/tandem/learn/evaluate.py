@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from ..completion.engine import CompletionEngine, serving_prompt
 from ..settings import Settings
-from .workspace import CutSite
+from .workspace import CutSite, block_site
 
 CONTEXT_TOKENS = Settings().contextTokens  # the server's default prompt budget
 PREFIX_SHARE = Settings().prefixShare
@@ -198,6 +198,55 @@ def evaluate_model(model, sites: list[CutSite], settings: Settings | None = None
     return EvalResult(round(100 * sum(exact) / len(exact), 2), round(100 * statistics.mean(sims), 2),
                       round(statistics.median(lat), 1), round(statistics.mean(lat), 1), len(exact),
                       model.label, samples, loss, accuracy, scored)
+
+
+@dataclass
+class BlockResult:
+    """Block completions at sites whose block is not written yet (workspace.block_site)."""
+    sites: int
+    lines_wanted: float  # mean lines in the block
+    lines_offered: float  # mean lines in the suggestion (0: none)
+    one_line: int  # sites offered a single line
+    nothing: int  # sites offered nothing
+    lines_right: float  # mean lines right from the block's start, before the first wrong one
+    first_line_right: int
+    latency_ms_p50: float
+    samples: list[dict]
+
+
+def evaluate_blocks(model, sites: list[CutSite], settings: Settings | None = None, context=None,
+                    cancel: threading.Event | None = None) -> BlockResult:
+    """What the user is offered on a new line when the rest of the block is still to write (the
+    engine in full: multi-line mode, its stop rules and post-processing), against the block the
+    file has there. Line completions alone cannot see a model that stops after one line."""
+    settings = settings or Settings()
+    engine = CompletionEngine(model)
+    rows = []
+    for site in sites:
+        bsite, want = block_site(site)
+        doc = bsite.prefix + bsite.suffix
+        t0 = time.perf_counter()
+        block = context.block(model.codec, site.file, doc, len(bsite.prefix), settings.contextTokens) \
+            if context is not None else None
+        r = engine.complete(doc, len(bsite.prefix), settings, cancel, block)
+        dt = time.perf_counter() - t0
+        indent = bsite.prefix[bsite.prefix.rfind("\n") + 1:]
+        got = [g.rstrip() for g in (indent + r.text).split("\n")] if r is not None else []
+        right = 0
+        for g, w in zip(got, want):
+            if g != w:
+                break
+            right += 1
+        rows.append({"file": site.file, "line": site.line + 1, "want": len(want), "got": len(got),
+                     "right": right, "first": bool(got) and got[0] == want[0], "ms": round(dt * 1000, 1),
+                     "text": "\n".join(got)[:400]})
+    n = len(rows)
+    if not n:
+        raise ValueError("no cut sites to evaluate")
+    return BlockResult(n, round(sum(r["want"] for r in rows) / n, 2), round(sum(r["got"] for r in rows) / n, 2),
+                       sum(r["got"] == 1 for r in rows), sum(r["got"] == 0 for r in rows),
+                       round(sum(r["right"] for r in rows) / n, 2), sum(r["first"] for r in rows),
+                       round(statistics.median(r["ms"] for r in rows), 1), rows)
 
 
 def evaluate_path(path: str, sites: list[CutSite], device: str = "cpu", **kw) -> EvalResult:

@@ -177,6 +177,27 @@ def split(files: list[SourceFile], heldout_share: float = 0.2, seed: int = 0, ke
     return train, held
 
 
+BLOCK_LINES = 12  # the most lines a block completion asks for (training and evaluation)
+
+
+def block_end(lines: list[str], i: int, limit: int = BLOCK_LINES) -> int:
+    """The last line of the block that line `i` begins: after a line that opens a block
+    (`def f():`, `if x:`) or a top-level one, the lines indented deeper (its body); after any
+    other line, the lines at its depth or deeper (the rest of the body it is in). Blank lines
+    inside count; at most `limit` lines in all."""
+    def depth(line: str) -> int:
+        return len(line) - len(line.lstrip())
+    top = depth(lines[i])
+    body_only = top == 0 or lines[i].rstrip().endswith(":")
+    last = i
+    for k in range(i + 1, min(len(lines), i + limit)):
+        if lines[k].strip():
+            if depth(lines[k]) < top or (body_only and depth(lines[k]) == top):
+                break
+            last = k
+    return last
+
+
 @dataclass(frozen=True)
 class CutSite:
     file: str
@@ -184,6 +205,18 @@ class CutSite:
     prefix: str  # the file up to the cursor
     target: str  # the rest of the line
     suffix: str  # from the end of the line (its newline) to the end of the file
+
+
+def block_site(site: CutSite) -> tuple[CutSite, list[str]]:
+    """`site` with the rest of its block not written yet (the user writing new code there):
+    the site whose suffix goes on after the block, and the block's lines (from the line's
+    start, trailing whitespace dropped)."""
+    lines = (site.prefix + site.target + site.suffix).split("\n")
+    last = block_end(lines, site.line)
+    after = "\n".join(lines[last + 1:])
+    indent = site.prefix[site.prefix.rfind("\n") + 1:]
+    want = [indent + site.target] + lines[site.line + 1:last + 1]
+    return CutSite(site.file, site.line, site.prefix, site.target, "\n" + after), [w.rstrip() for w in want]
 
 
 def cut_sites(files: list[SourceFile], max_sites: int = 60, seed: int = 0, min_chars: int = 4) -> list[CutSite]:
