@@ -82,7 +82,8 @@ VARIANTS = {  # LearnConfig fields
     "focus50": {"focus_share": 0.5},
     "focus75": {"focus_share": 0.75},
     "feedback": {"feedback_examples": True},  # with --feedback-sites: the simulated log's examples
-    "blocks": {"block_rate": 0.33},  # a third of the line completions ask for the rest of the block
+    "blocks": {"block_rate": 0.33},  # a third of the line completions ask for the rest of the block (the default)
+    "noblocks": {"block_rate": 0.0},  # line completions only (the default before block_rate)
     "seq192": {"seq_len": 192},
     "seq512": {"seq_len": 512},
     "seq768b2": {"seq_len": 768, "batch_size": 2},  # about the tokens of a default step, longer windows
