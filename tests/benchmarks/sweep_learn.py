@@ -173,12 +173,19 @@ def main() -> int:
     served = [v for v in a.served.split(",") if v]
     tmp = Path(tempfile.mkdtemp(prefix="sweep-served-"))
 
+    def write(p: dict) -> None:
+        """One JSON line on stdout and in --out."""
+        print(json.dumps(p), flush=True)
+        if a.out:
+            with open(a.out, "a") as f:
+                f.write(json.dumps(p) + "\n")
+
     feedback = []
     if a.feedback_sites:
         if not a.focus:
             ap.error("--feedback-sites needs --focus")
         from tandem.learn.evaluate import evaluate_model
-        from tandem.learn.feedback import PREFIX_CHARS, SUFFIX_CHARS
+        from tandem.learn.feedback import around
         from tandem.model.loaded import load_model
         from tandem_models.build import build
         random.Random(base_cfg.seed).shuffle(head_sites)
@@ -194,13 +201,11 @@ def main() -> int:
         shutil.rmtree(built, ignore_errors=True)
         for site, sample in zip(asked, r.samples):
             if sample["exact"]:  # accepted and still there 2 minutes later
-                feedback.append((site.prefix[-PREFIX_CHARS:], site.target, site.suffix[:SUFFIX_CHARS]))
+                before, after = around(site.prefix + site.suffix, len(site.prefix))
+                feedback.append((before, site.target, after))  # as the tracker records it
         record_fb = {"feedback_sites": len(asked), "accepted_kept": len(feedback),
                      "exact_match": r.exact_match, "s": round(time.monotonic() - t, 1)}
-        print(json.dumps(record_fb), flush=True)
-        if a.out:
-            with open(a.out, "a") as f:
-                f.write(json.dumps(record_fb) + "\n")
+        write(record_fb)
 
     def serve_scores(source: Path, tag: str) -> dict:
         """Build `source` (an HF checkpoint) into each served variant and score the graphs."""
@@ -239,10 +244,7 @@ def main() -> int:
 
     def record(p: dict) -> None:
         rows.append(p)
-        print(json.dumps(p), flush=True)
-        if a.out:
-            with open(a.out, "a") as f:
-                f.write(json.dumps(p) + "\n")
+        write(p)
 
     base = AutoModelForCausalLM.from_pretrained(str(hf), dtype=torch.float32)
     t = time.monotonic()
@@ -280,12 +282,14 @@ def main() -> int:
 
             from peft.tuners.lora import LoraLayer
             model.eval()
-            for scale in [float(x) for x in a.merge_scales.split(",")]:
+            scales = [float(x) for x in a.merge_scales.split(",")]
+            for n, scale in enumerate(scales):
                 for m in model.modules():
                     if isinstance(m, LoraLayer):
                         m.set_scale("default", scale)  # LoRA's scaling (alpha / r) times `scale`
                 tag = name if scale == 1 else f"{name}-x{scale:g}"
-                merged = copy.deepcopy(model).merge_and_unload()
+                # The last merge may consume the model; the others merge a copy (2 GB for the 0.5B).
+                merged = (model if n == len(scales) - 1 else copy.deepcopy(model)).merge_and_unload()
                 src = tmp / f"merged-{tag}"
                 merged.save_pretrained(str(src))
                 del merged

@@ -97,6 +97,12 @@ def engine_for(model) -> CompletionEngine:
     return CompletionEngine(dataclasses.replace(model, lm=_FirstLine(model.lm, model.codec)))
 
 
+def _context_block(model, context, file: str, doc: str, offset: int, settings: Settings):
+    """The context block the server would put before the prompt at `offset` in `doc` (None:
+    no WorkspaceContext, or nothing to add)."""
+    return context.block(model.codec, file, doc, offset, settings.contextTokens) if context is not None else None
+
+
 def complete_line(engine: CompletionEngine, site: CutSite, settings: Settings, context=None,
                   cancel: threading.Event | None = None) -> tuple[str, float, int]:
     """(the completed line, seconds, prompt tokens) for `site` through the engine; `context`:
@@ -104,8 +110,7 @@ def complete_line(engine: CompletionEngine, site: CutSite, settings: Settings, c
     doc = site.prefix + site.suffix
     offset = len(site.prefix)
     t0 = time.perf_counter()
-    block = context.block(engine.model.codec, site.file, doc, offset, settings.contextTokens) \
-        if context is not None else None
+    block = _context_block(engine.model, context, site.file, doc, offset, settings)
     r = engine.complete(doc, offset, settings, cancel, block)
     dt = time.perf_counter() - t0
     line_prefix = site.prefix[site.prefix.rfind("\n") + 1:]
@@ -157,8 +162,7 @@ def _line_ids(engine: CompletionEngine, site: CutSite, settings: Settings, conte
     healed text, the indentation the prompt left out, the line): (ids, where that starts)."""
     model = engine.model
     doc = site.prefix + site.suffix
-    block = context.block(model.codec, site.file, doc, len(site.prefix), settings.contextTokens) \
-        if context is not None else None
+    block = _context_block(model, context, site.file, doc, len(site.prefix), settings)
     sp = serving_prompt(model.codec, model.fim, site.prefix, site.suffix, settings.contextTokens,
                         settings.prefixShare, tuple(block.ids) if block is not None else (), heal=engine._heals())
     return sp.ids + model.codec.encode(sp.written_first + site.target), len(sp.ids)
@@ -226,8 +230,7 @@ def evaluate_blocks(model, sites: list[CutSite], settings: Settings | None = Non
         bsite, want = block_site(site)
         doc = bsite.prefix + bsite.suffix
         t0 = time.perf_counter()
-        block = context.block(model.codec, site.file, doc, len(bsite.prefix), settings.contextTokens) \
-            if context is not None else None
+        block = _context_block(model, context, site.file, doc, len(bsite.prefix), settings)
         r = engine.complete(doc, len(bsite.prefix), settings, cancel, block)
         dt = time.perf_counter() - t0
         indent = bsite.prefix[bsite.prefix.rfind("\n") + 1:]

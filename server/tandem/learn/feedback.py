@@ -92,6 +92,11 @@ def delete() -> bool:
             return False
 
 
+def around(text: str, offset: int) -> tuple[str, str]:
+    """What the log keeps of the document around an offer: PREFIX_CHARS before, SUFFIX_CHARS after."""
+    return text[max(0, offset - PREFIX_CHARS):offset], text[offset:offset + SUFFIX_CHARS]
+
+
 def retained_examples(after_s: float = RETENTION_CHECKS_S[-1]) -> list[tuple[str, str, str]]:
     """(prefix, accepted text, suffix) of accepted completions still there after `after_s`."""
     evs = events()
@@ -117,8 +122,8 @@ class Tracker:
             self.offers.pop(prev)
             append({"event": "dismissed", "id": prev, "file": Path(uri).name})
         self.latest[uri] = gid
-        self.offers[gid] = {"uri": uri, "prefix": text[max(0, offset - PREFIX_CHARS):offset],
-                            "suffix": text[offset:offset + SUFFIX_CHARS], "text": insert_text}
+        prefix, suffix = around(text, offset)
+        self.offers[gid] = {"uri": uri, "prefix": prefix, "suffix": suffix, "text": insert_text}
         while len(self.offers) > 256:
             self.offers.pop(next(iter(self.offers)))
         append({"event": "shown", "id": gid, "file": Path(uri).name, "chars": len(insert_text)})
