@@ -72,7 +72,7 @@ def verify_variant(hf_dir: Path, variant_dir: Path, new_tokens: int = 32, torch_
         n = 0
         while n < min(len(ref_new), len(gen.ids)) and ref_new[n] == gen.ids[n]:
             n += 1
-        greedy_match.append(n / max(len(ref_new), 1))
+        greedy_match.append(n / len(ref_new) if ref_new else float(not gen.ids))  # both empty: a match
         exact.append(ref_new == gen.ids)
         if gen.decode_s > 0 and len(gen.ids) > 1:
             decode_tps.append((len(gen.ids) - 1) / gen.decode_s)

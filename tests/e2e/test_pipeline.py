@@ -35,6 +35,24 @@ def test_local_checkpoint_goes_through_the_pipeline(tiny_model, tmp_path, capsys
     assert {p: p.stat().st_mtime for p in out.rglob("model.onnx")} == mtimes
 
 
+def test_cuda_graph_is_checked_on_the_cpu_until_a_gpu_checks_it(tiny_model, tmp_path, capsys):
+    """Without a GPU, `--cuda` still builds the fp16 CUDA graph, and its parity check runs that
+    very graph on onnxruntime's CPU execution provider; the manifest says where it ran and that
+    a machine with a GPU checks it there."""
+    out = build(source=str(tiny_model / "hf"), name="mine", home=tmp_path, cuda=True)
+    assert json.loads((out / "tandem-bundle.json").read_text())["variants"] == {"cpu": "cpu-int8", "cuda": "cuda-fp16"}
+    manifest = json.loads((out / "cuda-fp16" / "tandem-model.json").read_text())
+    assert manifest["precision"] == "fp16" and manifest["device"] == "cuda"
+    parity = manifest["parity"]
+    assert parity["device"] == "cpu" and parity["backend"] == "GenaiLM" and "on the GPU" in parity["note"]
+    assert parity["argmax_agreement"] == 1.0 and parity["max_abs_logit_diff"] < 0.1
+    assert parity["greedy_exact"] == f"{parity['prompts']}/{parity['prompts']}"
+    # Checked once: a rerun on the same machine does not check it again.
+    capsys.readouterr()
+    build(source=str(tiny_model / "hf"), name="mine", home=tmp_path, cuda=True)
+    assert "checking parity" not in capsys.readouterr().err
+
+
 def test_optimum_engine_stays_for_other_architectures(tiny_model, tmp_path):
     out = build(source=str(tiny_model / "hf"), name="mine", home=tmp_path, engine="optimum", cpu_variant="onnx-fp32")
     assert json.loads((out / "tandem-bundle.json").read_text())["variants"] == {"cpu": "onnx-fp32"}
