@@ -97,8 +97,8 @@ eval-lines: model
 # Speculative decoding with drafts from the prompt, on and off, on eval-lines' held-out cases
 # through the completion engine (~4 min on 2 cores).
 .PHONY: bench-drafts
-bench-drafts: model
-	$(BIN)/python tests/benchmarks/bench_drafts.py
+bench-drafts: model llama-server
+	$(BIN)/python tests/benchmarks/bench_drafts.py --peers genai,llama,llama-lookup
 
 # HumanEval through the real LSP code action, verification off then on (CPU: ~45 min).
 eval: model

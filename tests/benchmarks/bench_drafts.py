@@ -3,7 +3,7 @@ engine, on held-out code.
 
     make bench-drafts, or
     .venv/bin/python tests/benchmarks/bench_drafts.py [--model default|tiny|DIR] [--cases 100]
-        [--configs off,a5] [--json OUT]
+        [--configs off,a5] [--peers genai,llama,llama-lookup] [--json OUT]
 
 (the sweep behind the defaults: --cases 60 --configs off,d3,d5,d7,d5-n1,d5-n3,a5)
 
@@ -22,6 +22,15 @@ them: drafts from the prompt only, not also from what the KV cache held before (
 Each answer is dropped from the cache after it is timed, so what the cache held before is the
 previous prompt's end, never an answer to the same prompt: `bench_enter.py` measures what the
 last answer is worth as a draft.
+
+Peers (`--peers`), each given the very prompt Tandem's `off` configuration ran for the case and
+timed decoding as many tokens after the first as `off` decoded (the same number of forward
+passes at one token a pass; prefill left out): `genai`, onnxruntime-genai's own loop
+(`generate_next_token`) on the same graph and threads; `llama`, llama.cpp (llama-cpp-python in
+.venv-llama, `make llama-server`) on the model's own Q4_K_M GGUF, one token a pass; and
+`llama-lookup`, the same with llama-cpp-python's own prompt-lookup decoding
+(LlamaPromptLookupDecoding, 2 drafted tokens a pass, the setting its documentation gives for
+CPUs).
 
 Prints, per configuration: decode time summed over the cases and its ratio to `off`, tokens,
 forward passes, drafted and accepted tokens, and how many completions differ from `off`'s
@@ -58,6 +67,7 @@ class Recorder:
         return getattr(self.lm, name)
 
     def generate(self, prompt, **kw):
+        self.prompt = list(prompt)
         self.last = self.lm.generate(prompt, **kw)
         # Forget the answer: the next configuration runs the same prompt, and drafts from what
         # the cache held before (lookup.PRIOR) would find this very answer there.
@@ -82,6 +92,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--model", default="default", help="tiny, default, or a model directory")
     ap.add_argument("--cases", type=int, default=100)
     ap.add_argument("--configs", default="off,a5", help="off, dN, dN-n1, dN-n3, aN (a5: the default)")
+    ap.add_argument("--peers", default="", help="also time genai, llama and/or llama-lookup on the same prompts")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args(argv)
 
@@ -99,9 +110,12 @@ def main(argv=None) -> dict:
     if not getattr(m.lm, "draft_tokens", 0):
         sys.exit(f"{model_path}: this model's graph has no logits_tail output (rebuild it with `make model`)")
     configs = a.configs.split(",")
+    if "off" not in configs and a.peers:
+        sys.exit("--peers needs the `off` configuration (they decode as many tokens as it does)")
+    peers = {name: peer for name in filter(None, a.peers.split(",")) if (peer := make_peer(name, model_path))}
     engines = {c: CompletionEngine(model) for c in configs}  # each its own result cache
     default_sizes = lookup.NGRAM_SIZES
-    rows: dict[str, list[dict]] = {c: [] for c in configs}
+    rows: dict[str, list[dict]] = {c: [] for c in [*configs, *peers]}
     t_start = time.time()
     for i, case in enumerate(cases):
         order = configs[i % len(configs):] + configs[:i % len(configs)]
@@ -121,6 +135,13 @@ def main(argv=None) -> dict:
                             "passes": g.timings["decode_passes"] if g else 0,
                             "drafted": g.timings.get("drafted", 0) if g else 0,
                             "accepted": g.timings.get("draft_accepted", 0) if g else 0})
+            if c == "off":
+                for name, peer in peers.items():
+                    # Prompt and token count of `off` for this case (0 when it answered from
+                    # nothing: no generation ran).
+                    decode_s, done = peer(rec.prompt, rows[c][-1]["passes"]) if g else (0.0, 0)
+                    rows[name].append({**rows[c][-1], "text": None, "exact": False, "decode_s": decode_s,
+                                       "drafted": 0, "accepted": 0, "peer_tokens": done})
         print(f"  case {i + 1}/{len(cases)}", file=sys.stderr, end="\r")
     lookup.NGRAM_SIZES, lookup.ADAPTIVE, lookup.PRIOR = default_sizes, True, True
     minutes = (time.time() - t_start) / 60
@@ -128,10 +149,10 @@ def main(argv=None) -> dict:
     base = rows[configs[0]]
     print(f"\n{len(cases)} cases of eval_lines.py (apache-superset-core 0.1.0), model {model_path}, "
           f"{os.cpu_count()} CPUs, {minutes:.1f} min")
-    print(f"{'config':<8}{'decode s':>10}{'x off':>7}{'tokens':>8}{'passes':>8}{'drafted':>9}{'accepted':>10}"
+    print(f"{'config':<13}{'decode s':>10}{'x off':>7}{'tokens':>8}{'passes':>8}{'drafted':>9}{'accepted':>10}"
           f"{'ms/token':>10}{'p50 ms':>8}{'differ':>8}{'exact':>7}")
     summary = {}
-    for c in configs:
+    for c in [*configs, *peers]:
         r = rows[c]
         dec = sum(x["decode_s"] for x in r)
         toks = sum(x["tokens"] for x in r)
@@ -140,15 +161,67 @@ def main(argv=None) -> dict:
              "passes": sum(x["passes"] for x in r), "drafted": sum(x["drafted"] for x in r),
              "accepted": sum(x["accepted"] for x in r), "ms_per_token": 1000 * dec / max(toks, 1),
              "decode_p50_ms": statistics.median(long) if long else 0.0,
-             "differ": sum(x["text"] != b["text"] for x, b in zip(r, base)),
-             "exact": sum(x["exact"] for x in r)}
+             "differ": sum(x["text"] != b["text"] for x, b in zip(r, base)) if c in configs else None,
+             "exact": sum(x["exact"] for x in r) if c in configs else None}
         summary[c] = s
-        print(f"{c:<8}{dec:10.2f}{s['ratio']:7.2f}{toks:8d}{s['passes']:8d}{s['drafted']:9d}{s['accepted']:10d}"
-              f"{s['ms_per_token']:10.2f}{s['decode_p50_ms']:8.0f}{s['differ']:8d}{s['exact']:7d}")
+        tail = f"{s['differ']:8d}{s['exact']:7d}" if c in configs else f"{'-':>8}{'-':>7}"
+        print(f"{c:<13}{dec:10.2f}{s['ratio']:7.2f}{toks:8d}{s['passes']:8d}{s['drafted']:9d}{s['accepted']:10d}"
+              f"{s['ms_per_token']:10.2f}{s['decode_p50_ms']:8.0f}" + tail)
+    for name in peers:
+        short = sum(x["passes"] - x["peer_tokens"] for x in rows[name])
+        if short:
+            print(f"{name}: stopped {short} tokens short of `off` (an end-of-text token it stops at)")
     out = {"model": str(model_path), "cases": len(cases), "summary": summary, "rows": rows}
     if a.json:
         a.json.write_text(json.dumps(out, indent=1))
     return out
+
+
+def make_peer(name: str, model_path: Path):
+    """A function (prompt ids, k) -> (seconds to decode k tokens after the first, tokens), or None
+    when the peer cannot run here."""
+    from tandem.model.loader import resolve_model
+    variant = resolve_model(model_path, "cpu").directory
+    if name == "genai":
+        import numpy as np
+        from bench_engine import GenaiNative
+        native = GenaiNative(variant, "cpu")
+        og = native.og
+
+        def genai(prompt: list[int], k: int) -> tuple[float, int]:
+            params = og.GeneratorParams(native.model)
+            params.set_search_options(max_length=len(prompt) + k + 8, do_sample=False)
+            gen = og.Generator(native.model, params)
+            gen.append_tokens(np.asarray(prompt, dtype=np.int32))  # prefill: not timed
+            t0 = time.perf_counter()
+            gen.generate_next_token()  # the first token, from the prefill's logits
+            n = 0
+            while n < k and not gen.is_done():
+                gen.generate_next_token()
+                n += 1
+            gen.get_next_tokens()
+            return time.perf_counter() - t0, n
+        return genai
+    if name in ("llama", "llama-lookup"):
+        import subprocess
+        python = ROOT / ".venv-llama" / "bin" / "python"
+        gguf = next(iter(sorted(variant.parent.glob("*.gguf"))), None)
+        if not python.exists() or gguf is None:
+            print(f"{name}: left out (needs `make llama-server` and the model's GGUF beside {variant})")
+            return None
+        cmd = [str(python), str(Path(__file__).with_name("llama_worker.py")), "--gguf", str(gguf)]
+        proc = subprocess.Popen(cmd + (["--lookup", "2"] if name == "llama-lookup" else []),
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        if not json.loads(proc.stdout.readline() or "{}").get("ready"):
+            sys.exit(f"--peers {name}: the llama.cpp worker did not start")
+
+        def llama(prompt: list[int], k: int) -> tuple[float, int]:
+            proc.stdin.write(json.dumps({"ids": prompt, "decode": k}) + "\n")
+            proc.stdin.flush()
+            r = json.loads(proc.stdout.readline())
+            return r["decode_s"], r["tokens"]
+        return llama
+    sys.exit(f"--peers: unknown peer {name} (genai, llama, llama-lookup)")
 
 
 if __name__ == "__main__":
