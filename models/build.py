@@ -118,6 +118,14 @@ def build(source: str | None = None, name: str | None = None, home: Path | None 
         device_map["cuda"] = "cuda-fp16"
     if not device_map:
         raise PipelineError("nothing to build: --cpu-variant none needs --cuda (a GPU variant)")
+    if engine == "genai":
+        # A variant built earlier from the same checkpoint stays in the bundle (e.g. the 1.5B's
+        # GPU variant when `make model-1.5b` adds its CPU one on the same machine).
+        from .genai_build import built_from
+        for dev, vname in ((read_json(out / BUNDLE_NAME) or {}).get("variants") or {}).items():
+            if dev not in device_map and built_from(out / str(vname), str(vname), digest) \
+                    and (out / str(vname) / MANIFEST_NAME).is_file():
+                device_map[dev] = vname
     write_bundle(out, name, device_map, notes="variants chosen by measurement; see README.")
     log(f"model ready in {time.perf_counter() - t0:.1f}s: {out} (variants: {', '.join(variants)}); "
         f"the server loads {device_map}")

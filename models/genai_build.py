@@ -55,15 +55,26 @@ def builder_python() -> str:
                         "run `make setup` (it creates .venv-builder), or set TANDEM_GENAI_BUILDER_PYTHON")
 
 
-def build_genai(hf_dir: Path, out_dir: Path, variant: str, hf_digest: str) -> Path:
-    """Build one serving variant with the builder; skipped when the checkpoint is unchanged."""
+def _build_stamp(out_dir: Path, variant: str, hf_digest: str) -> tuple[Stamp, list[str]]:
     precision, ep = GENAI_VARIANTS[variant]
     options = ["prune_lm_head=true", "hf_token=false"]  # prune: logits for the last position only
     if precision in ("int8", "int4"):
         options.append(f"block_size={QUANT_BLOCK_SIZE}")
-    stamp = Stamp(out_dir / ".genai.json", {"hf": hf_digest, "precision": precision, "ep": ep,
-                                            "builder": BUILDER_VERSION, "options": options, "v": 2})
-    if (out_dir / "genai_config.json").exists() and stamp.fresh():
+    return Stamp(out_dir / ".genai.json", {"hf": hf_digest, "precision": precision, "ep": ep,
+                                           "builder": BUILDER_VERSION, "options": options, "v": 2}), options
+
+
+def built_from(out_dir: Path, variant: str, hf_digest: str) -> bool:
+    """Whether `out_dir` holds `variant` built by this builder from the checkpoint `hf_digest`."""
+    return variant in GENAI_VARIANTS and (out_dir / "genai_config.json").exists() and \
+        _build_stamp(out_dir, variant, hf_digest)[0].fresh()
+
+
+def build_genai(hf_dir: Path, out_dir: Path, variant: str, hf_digest: str) -> Path:
+    """Build one serving variant with the builder; skipped when the checkpoint is unchanged."""
+    precision, ep = GENAI_VARIANTS[variant]
+    stamp, options = _build_stamp(out_dir, variant, hf_digest)
+    if built_from(out_dir, variant, hf_digest):
         log(f"{out_dir.name} up to date")
         if ep == "cpu" and add_logits_tail(out_dir):  # a variant built before the output existed
             log(f"{out_dir.name}: added the last positions' logits for speculative decoding")

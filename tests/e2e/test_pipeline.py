@@ -56,6 +56,10 @@ def test_cuda_graph_is_checked_on_the_cpu_until_a_gpu_checks_it(tiny_model, tmp_
     capsys.readouterr()
     build(source=str(tiny_model / "hf"), name="mine", home=tmp_path, cuda=True)
     assert "checking parity" not in capsys.readouterr().err
+    # A later build of the CPU variant alone keeps the GPU one, built from the same checkpoint,
+    # in the bundle (`make model-1.5b` after `make model` on a GPU machine).
+    build(source=str(tiny_model / "hf"), name="mine", home=tmp_path, cuda=False)
+    assert json.loads((out / "tandem-bundle.json").read_text())["variants"] == {"cpu": "cpu-int8", "cuda": "cuda-fp16"}
 
 
 def test_optimum_engine_stays_for_other_architectures(tiny_model, tmp_path):

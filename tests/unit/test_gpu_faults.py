@@ -76,6 +76,23 @@ def test_asking_for_the_1_5b_without_a_gpu_serves_the_0_5b_and_says_why(tiny_mod
     assert "1.5b" in model.note and "GPU only" in model.note
 
 
+def test_asking_for_the_1_5b_serves_it_on_the_cpu_once_its_cpu_variant_is_built(tiny_model, tmp_path, monkeypatch):
+    """`make model-1.5b` adds the 1.5B's CPU variant: an explicit `1.5b` then serves it on the CPU
+    (`auto` still takes the 0.5B there: the 1.5B is about 3x slower on a CPU)."""
+    small = default_home(tmp_path, tiny_model, monkeypatch)
+    big = tmp_path / "models" / loaded.DEFAULT_MODELS["1.5b"]
+    (big / "cpu-int8").symlink_to(tiny_model / "cpu-int8", target_is_directory=True)
+    (big / "tandem-bundle.json").write_text('{"variants": {"cuda": "cuda-fp16", "cpu": "cpu-int8"}}')
+    model = loaded.load_model(None, "cpu", "1.5b")
+    assert model.device == "cpu" and model.files.directory == big / "cpu-int8" and not model.note
+    assert model.lm.generate([1, 2, 3], max_new_tokens=2, stop_ids=set()).ids
+    assert loaded.load_model(None, "cpu", "auto").files.directory.parent == small
+    # A bundle naming a CPU variant that is not there is the GPU-only case again.
+    (big / "cpu-int8").unlink()
+    model = loaded.load_model(None, "cpu", "1.5b")
+    assert model.files.directory.parent == small and "make model-1.5b" in model.note
+
+
 def test_a_gpu_lost_mid_request_reloads_on_the_cpu_and_keeps_serving(tiny_model, monkeypatch):
     """The server's own fallback: the runtime's failure during a completion on the GPU (here
     reported as the GenaiLM backend reports it) makes the server load the model on the CPU,

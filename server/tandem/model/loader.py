@@ -117,6 +117,18 @@ def resolve_model(path: str | os.PathLike | None, device: str) -> ModelFiles:
     return files
 
 
+def has_variant(bundle: str | Path | None, device: str) -> bool:
+    """Whether the bundle at `bundle` names a variant for `device` that has been built (a cheap
+    look at two JSON files: nothing is opened or hashed)."""
+    if not bundle:
+        return False
+    try:
+        variant = json.loads((Path(bundle) / BUNDLE_NAME).read_text())["variants"][device]
+        return (Path(bundle) / variant / MANIFEST_NAME).is_file()
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
 # -- integrity ----------------------------------------------------------------------------------
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
