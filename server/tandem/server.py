@@ -164,6 +164,9 @@ class TandemServer(LanguageServer):
             if progress:
                 self.work_done_progress.end(token, types.WorkDoneProgressEnd(message="done"))
         self.model, self.engine = model, CompletionEngine(model)
+        if not settings.modelPath and model.bundle is not None and model.device != "remote":
+            # The default model of `modelSize` (e.g. the 1.5B): watch the bundle that serves.
+            self._model_stamp = _stamp(str(model.bundle))
         if model.note:
             log.warning(model.note)
             self.tell(model.note, types.MessageType.Warning)
@@ -202,11 +205,20 @@ class TandemServer(LanguageServer):
         if now - self._last_stamp_check < HOT_RELOAD_CHECK_S or (self._load_task and not self._load_task.done()):
             return
         self._last_stamp_check = now
-        stamp, old = _stamp(self.settings.modelPath), self._model_stamp
+        stamp, old = _stamp(self.model_root()), self._model_stamp
         changed = stamp != old if self.model is None else old is None or stamp[0] != old[0]
         if changed:
             log.info("the model on disk changed; reloading it")
             self.start_loading(reason="The model on disk changed; reloading")
+
+    def model_root(self) -> str | None:
+        """The model path that serves: the setting, or for the default model the bundle loaded
+        for `modelSize` on this device (not always the 0.5B); None: the default 0.5B's."""
+        if self.settings.modelPath:
+            return self.settings.modelPath
+        if self.model is not None and self.model.device != "remote" and self.model.bundle is not None:
+            return str(self.model.bundle)
+        return None
 
     def on_inference_ok(self) -> None:
         """A request reached the model: after an endpoint outage the status is ready again."""

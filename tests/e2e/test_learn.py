@@ -315,3 +315,45 @@ def test_a_killed_run_resumes_a_corrupt_checkpoint_is_discarded(bundle, tmp_path
     assert any("discarding an interrupted run's checkpoint" in (e.get("message") or "") for e in events)
     assert not [e for e in events if "resumed_from_step" in e]
     assert no_run_left(bundle)
+
+
+async def test_versions_learn_and_the_watch_follow_the_model_that_serves(tiny_model, tmp_path, monkeypatch):
+    """With `modelSize` 1.5b and its CPU variant built, the 1.5B bundle serves (modelPath empty):
+    the version commands act on it, not on the default 0.5B's, and the server reloads when that
+    bundle changes on disk (a version switched from the shell). Both "models" are copies of the
+    tiny model; what matters is which bundle the server acts on."""
+    home = tmp_path / "home"
+    bundles = {}
+    for size, name in (("0.5b", "qwen2.5-coder-0.5b-instruct"), ("1.5b", "qwen2.5-coder-1.5b-instruct")):
+        b = bundles[size] = home / "models" / name
+        b.mkdir(parents=True)
+        shutil.copytree(tiny_model / "cpu-int8", b / "cpu-int8", ignore=shutil.ignore_patterns(".tandem-verified.json"))
+        shutil.copy2(tiny_model / "tandem-bundle.json", b / "tandem-bundle.json")
+    big = bundles["1.5b"]
+    v = big / "versions" / "v-test"
+    shutil.copytree(tiny_model / "cpu-int8", v / "cpu-int8", ignore=shutil.ignore_patterns(".tandem-verified.json"))
+    tuned = {"workspace": "/work/ws", "date": "2026-11-30", "gain_points": 3.0}
+    (v / "version.json").write_text(json.dumps({**tuned, "variants": {"cpu": "cpu-int8"}}))
+    manifest = v / "cpu-int8" / "tandem-model.json"  # as learn writes it: the served label names it
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "tuned": tuned}))
+    monkeypatch.setenv("TANDEM_HOME", str(home))
+    uri = (tmp_path / "a.py").as_uri()
+    async with tandem({"modelSize": "1.5b", "device": "cpu"}) as s:
+        await s.wait_for_state("ready", timeout=120)
+        run = lambda command, *args: s.client.workspace_execute_command_async(  # noqa: E731
+            types.ExecuteCommandParams(command=command, arguments=list(args)))
+        st = await run("tandem.status")
+        assert st["modelInfo"]["path"].startswith(str(big)), st
+        listed = await run("tandem.listModelVersions")
+        assert [x["id"] for x in listed["versions"]] == ["base", "v-test"], listed
+        # A switch from the shell (`tandem versions switch`) rewrites the 1.5B's bundle: the
+        # server, watching the bundle that serves, reloads and names the version.
+        versions.switch(big, "v-test")
+        s.open(uri, "def add(a, b):\n    ")
+        await asyncio.sleep(5.5)  # the server looks at most every 5 s, on a request
+        await s.complete(uri, 1, 4)
+        await s.wait_for(lambda: "tuned on ws" in (status_field(s.statuses[-1], "model") or ""), timeout=120,
+                         what="the switched version served")
+        assert (await run("tandem.status"))["modelInfo"]["path"].startswith(str(v))
+        rb = await run("tandem.rollbackModelVersion")
+        assert rb["ok"] and versions.active(big) == "base" and versions.active(bundles["0.5b"]) == "base"

@@ -89,7 +89,7 @@ def register(server) -> None:
             return {"ok": False, "error": msg}
         settings = ls.settings
         try:
-            bundle = versions.bundle_for(settings.modelPath or None)
+            bundle = versions.bundle_for(ls.model_root())  # the model that serves, e.g. the 1.5B
         except versions.VersionError as e:
             ls.tell(str(e), types.MessageType.Error)
             return {"ok": False, "error": str(e)}
@@ -187,7 +187,7 @@ def register(server) -> None:
         return {"ok": False, "error": msg}
 
     def _bundle(ls):
-        return versions.bundle_for(ls.settings.modelPath or None)
+        return versions.bundle_for(ls.model_root())
 
     @server.command(LIST_VERSIONS)
     def list_versions(ls, *args):

@@ -5,12 +5,13 @@ import dataclasses
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from tokenizers import Tokenizer
 
 from ..completion.prompt import FimIds
 from .chat import ChatTemplate, ChatTemplateError
-from .loader import ModelError, ModelFiles, has_variant, resolve_model
+from .loader import BUNDLE_NAME, ModelError, ModelFiles, has_variant, resolve_model
 from .backend import Backend, debug_delay, default_threads
 from .genai import GenaiLM, is_genai_model
 from .runtime import CausalLM, choose_providers
@@ -56,6 +57,15 @@ class LoadedModel:
     @property
     def label(self) -> str:
         return self.files.label
+
+    @property
+    def bundle(self) -> Path | None:
+        """The bundle this variant was loaded from (a fine-tuned version's variant sits under the
+        bundle's versions/ folder); None for a variant directory given on its own."""
+        for d in list(self.files.directory.parents)[:3]:
+            if (d / BUNDLE_NAME).is_file():
+                return d
+        return None
 
     def describe(self) -> dict:
         m = self.files.manifest
