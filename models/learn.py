@@ -92,6 +92,7 @@ class LearnConfig:
     feedback_rate: float = 0.25
     promote: bool = True
     variant: str = ""  # serving variant to build; empty: the base's CPU variant
+    cuda: bool | None = None  # also the fp16 CUDA variant; None: when the base has one and a GPU is here
     threads: int = 0  # torch threads; 0: all cores, or 1 when other work already fills them
     layers: int = 8  # LoRA on the last N transformer layers only (0: all): the backward pass
     #                  stops at the first adapted layer, so fewer layers train faster on a CPU
@@ -726,12 +727,18 @@ def _learn(coll, train_files, held, sites, key, resume, bundle, hf_dir, run, vid
                     key=key, resume=resume)
 
     base_info = V.read_bundle(bundle)
-    base_cpu = (base_info.get("base_variants") or base_info.get("variants") or {}).get("cpu", "cpu-int8")
+    base_variants = base_info.get("base_variants") or base_info.get("variants") or {}
+    base_cpu = base_variants.get("cpu", "cpu-int8")
     variant = cfg.variant or (base_cpu if base_cpu in ("cpu-int8", "cpu-int4", "cpu-fp32") else "cpu-int8")
-    emit("phase", phase="build", message=f"building the serving variant {variant} (and checking its parity)")
-    from .build import build
+    from .build import _cuda_present, build
+    # A model that serves on a GPU gets its tuned version there too (the gate below measures the
+    # CPU variant: the same weights, int8).
+    cuda = cfg.cuda if cfg.cuda is not None else ("cuda" in base_variants and _cuda_present())
+    built_variants = {"cpu": variant, **({"cuda": "cuda-fp16"} if cuda else {})}
+    emit("phase", phase="build", message=f"building the serving variant{'s' if cuda else ''} "
+                                         f"{', '.join(built_variants.values())} (and checking parity)")
     built = build(source=str(run / "merged"), name=base_info.get("name") or bundle.name, home=run / "build", cpu_variant=variant,
-                  cuda=False, verify=True)
+                  cuda=cuda, verify=True)
     variant_dir = built / variant
     shutil.rmtree(run / "merged", ignore_errors=True)  # the merged float32 checkpoint: GBs, not kept
     if cancel.is_set():
@@ -751,7 +758,7 @@ def _learn(coll, train_files, held, sites, key, resume, bundle, hf_dir, run, vid
     date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     info = {"version": vid, "workspace": str(coll.root), "date": date, "gain_points": gain,
             "promoted": promote, "decision": decision, "base": str(hf_dir), "from_version": V.active(bundle),
-            "variants": {"cpu": variant} if promote else {}}
+            "variants": built_variants if promote else {}}
     report = {
         **info, "machine": _machine(), "config": asdict(cfg),
         "data": {"files": len(coll.files), "train_files": len(train_files), "heldout_files": len(held),
@@ -772,10 +779,11 @@ def _learn(coll, train_files, held, sites, key, resume, bundle, hf_dir, run, vid
     stage.mkdir()
     shutil.copytree(run / "adapter", stage / "adapter")
     if promote:
-        manifest = read_json(variant_dir / MANIFEST_NAME) or {}
-        manifest["tuned"] = {"version": vid, "workspace": str(coll.root), "date": date, "gain_points": gain}
-        write_json(variant_dir / MANIFEST_NAME, manifest)
-        os.replace(variant_dir, stage / variant)
+        for name in built_variants.values():
+            manifest = read_json(built / name / MANIFEST_NAME) or {}
+            manifest["tuned"] = {"version": vid, "workspace": str(coll.root), "date": date, "gain_points": gain}
+            write_json(built / name / MANIFEST_NAME, manifest)
+            os.replace(built / name, stage / name)
     write_report(stage, report, history, before, after)
     (stage / V.VERSION_FILE).write_text(json.dumps(info, indent=2) + "\n")
     os.replace(stage, bundle / V.VERSIONS_DIR / vid)  # one rename: the version appears whole
@@ -974,6 +982,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="share of the training examples drawn from the --focus files, at least")
     ap.add_argument("--use-feedback", action="store_true", help="also train on retained accepted completions")
     ap.add_argument("--no-promote", action="store_true", help="evaluate and report, never switch")
+    ap.add_argument("--cuda", action=argparse.BooleanOptionalAction, default=None,
+                    help="also build the tuned model's fp16 CUDA variant (default: when the model serves "
+                         "on a GPU and one is here)")
     ap.add_argument("--json", action="store_true", help="progress as JSON lines on stdout")
     a = ap.parse_args(argv)
     cfg = LearnConfig(budget_s=a.budget_minutes * 60, max_steps=a.max_steps, eval_sites=a.eval_sites,
@@ -983,7 +994,7 @@ def main(argv: list[str] | None = None) -> int:
                       context_sources=tuple(x for x in a.context_sources.split(",") if x.strip()),
                       seed=a.seed, threads=a.threads, layers=a.layers, line_rate=a.line_rate,
                       block_rate=a.block_rate,
-                      feedback_examples=a.use_feedback, promote=not a.no_promote,
+                      feedback_examples=a.use_feedback, promote=not a.no_promote, cuda=a.cuda,
                       focus=tuple(x for f in a.focus for x in f.split(",") if x.strip()), focus_share=a.focus_share)
     emit = Reporter(a.json)
     cancel = threading.Event()

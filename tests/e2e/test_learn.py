@@ -141,6 +141,26 @@ async def test_learn_over_lsp_promotes_on_gain_and_the_server_serves_it(bundle, 
         assert sw["ok"] and versions.active(bundle) == vid
 
 
+def test_a_model_served_on_a_gpu_gets_its_tuned_version_there_too(bundle, tmp_path):
+    """`--cuda` (the default where the model serves on a GPU and one is present): the promoted
+    version holds the fp16 CUDA variant beside the CPU one, both named as tuned, so a GPU machine
+    keeps serving on the GPU after a promotion. Here without a GPU: the CUDA graph is built and
+    its parity checked on the CPU (the gate measures the CPU variant either way)."""
+    ws = make_workspace(tmp_path / "ws")
+    rc, events = run_learn(ws, bundle, "--max-steps", "600", "--lr", "3e-3", "--curve-sites", "4",
+                           "--eval-sites", "40", "--min-gain", "2", "--cuda")
+    done = events[-1]
+    assert rc == 0 and done["event"] == "done" and done["promoted"], events[-3:]
+    d = bundle / "versions" / done["version"]
+    info = json.loads((d / "version.json").read_text())
+    assert info["variants"] == {"cpu": "cpu-int8", "cuda": "cuda-fp16"}
+    for name in info["variants"].values():
+        manifest = json.loads((d / name / "tandem-model.json").read_text())
+        assert manifest["tuned"]["version"] == done["version"] and manifest["parity"]["argmax_agreement"] > 0.9
+    assert json.loads((bundle / "tandem-bundle.json").read_text())["variants"]["cuda"].endswith("/cuda-fp16")
+    assert no_run_left(bundle)
+
+
 def test_no_gain_is_not_promoted(bundle, tmp_path):
     ws = make_workspace(tmp_path / "ws")
     before = (bundle / "tandem-bundle.json").read_text()
