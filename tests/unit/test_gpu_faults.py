@@ -87,6 +87,10 @@ def test_asking_for_the_1_5b_serves_it_on_the_cpu_once_its_cpu_variant_is_built(
     assert model.device == "cpu" and model.files.directory == big / "cpu-int8" and not model.note
     assert model.lm.generate([1, 2, 3], max_new_tokens=2, stop_ids=set()).ids
     assert loaded.load_model(None, "cpu", "auto").files.directory.parent == small
+    # The GPU failing at load: the 1.5B asked for keeps serving, from its CPU variant.
+    failing_gpu(monkeypatch, "CUDA failure 2: out of memory")
+    model = loaded.load_model(None, "auto", "1.5b")
+    assert model.device == "cpu" and model.files.directory == big / "cpu-int8" and "out of memory" in model.note
     # A bundle naming a CPU variant that is not there is the GPU-only case again.
     (big / "cpu-int8").unlink()
     model = loaded.load_model(None, "cpu", "1.5b")

@@ -132,9 +132,9 @@ def load_model(path: str | None, device: str, size: str = "auto") -> LoadedModel
         log.warning("the GPU variant failed to load (%s); trying the CPU", e)
         note = (f"A GPU was found but the model could not be loaded on it ({str(e)[:200]}); "
                 "running on the CPU.")
-        # The user's own model path stays; a default model falls back to the default CPU model
-        # (the 1.5B has no CPU variant).
-        return dataclasses.replace(load_model(requested, "cpu", "auto"), note=note)
+        # The user's own model path stays; a default model falls back to the default CPU model,
+        # the 0.5B, unless `modelSize` asked for the 1.5B and its CPU variant is built.
+        return dataclasses.replace(load_model(requested, "cpu", size), note=note)
     if wanted == "cuda" and lm.device != "cuda":
         note = "A GPU was found but onnxruntime could not use it (CUDA/cuDNN libraries?); running on the CPU."
     try:
