@@ -64,7 +64,8 @@ def build(source: str | None = None, name: str | None = None, home: Path | None 
         else:
             raise PipelineError(f"--source {path} is neither a .gguf file nor a checkpoint directory with config.json")
 
-    cuda = cuda if cuda is not None else _cuda_present()
+    gpu = _cuda_present()
+    cuda = cuda if cuda is not None else gpu
     if engine == "genai":
         # The serving graphs come from onnxruntime-genai's builder (README, "Serving speed").
         from .genai_build import GENAI_VARIANTS, build_genai
@@ -84,7 +85,6 @@ def build(source: str | None = None, name: str | None = None, home: Path | None 
         if cuda:
             variants["cuda-fp16"] = convert_fp16(fp32, out / "cuda-fp16")
 
-    gpu = _cuda_present()
     for vname, vdir in variants.items():
         vdevice = VARIANTS[vname]["device"]
         # The fp16 CUDA graph is checked on the GPU it is built for; without one, the same

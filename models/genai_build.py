@@ -74,7 +74,7 @@ def build_genai(hf_dir: Path, out_dir: Path, variant: str, hf_digest: str) -> Pa
     """Build one serving variant with the builder; skipped when the checkpoint is unchanged."""
     precision, ep = GENAI_VARIANTS[variant]
     stamp, options = _build_stamp(out_dir, variant, hf_digest)
-    if built_from(out_dir, variant, hf_digest):
+    if (out_dir / "genai_config.json").exists() and stamp.fresh():
         log(f"{out_dir.name} up to date")
         if ep == "cpu" and add_logits_tail(out_dir):  # a variant built before the output existed
             log(f"{out_dir.name}: added the last positions' logits for speculative decoding")

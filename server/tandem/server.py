@@ -164,9 +164,9 @@ class TandemServer(LanguageServer):
             if progress:
                 self.work_done_progress.end(token, types.WorkDoneProgressEnd(message="done"))
         self.model, self.engine = model, CompletionEngine(model)
-        if not settings.modelPath and model.bundle is not None and model.device != "remote":
+        if not settings.modelPath and (root := self.model_root()) is not None:
             # The default model of `modelSize` (e.g. the 1.5B): watch the bundle that serves.
-            self._model_stamp = _stamp(str(model.bundle))
+            self._model_stamp = _stamp(root)
         if model.note:
             log.warning(model.note)
             self.tell(model.note, types.MessageType.Warning)

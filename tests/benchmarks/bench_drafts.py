@@ -183,44 +183,16 @@ def make_peer(name: str, model_path: Path):
     from tandem.model.loader import resolve_model
     variant = resolve_model(model_path, "cpu").directory
     if name == "genai":
-        import numpy as np
         from bench_engine import GenaiNative
-        native = GenaiNative(variant, "cpu")
-        og = native.og
-
-        def genai(prompt: list[int], k: int) -> tuple[float, int]:
-            params = og.GeneratorParams(native.model)
-            params.set_search_options(max_length=len(prompt) + k + 8, do_sample=False)
-            gen = og.Generator(native.model, params)
-            gen.append_tokens(np.asarray(prompt, dtype=np.int32))  # prefill: not timed
-            t0 = time.perf_counter()
-            gen.generate_next_token()  # the first token, from the prefill's logits
-            n = 0
-            while n < k and not gen.is_done():
-                gen.generate_next_token()
-                n += 1
-            gen.get_next_tokens()
-            return time.perf_counter() - t0, n
-        return genai
+        return GenaiNative(variant, "cpu").decode
     if name in ("llama", "llama-lookup"):
-        import subprocess
+        from bench_engine import LlamaCpp
         python = ROOT / ".venv-llama" / "bin" / "python"
         gguf = next(iter(sorted(variant.parent.glob("*.gguf"))), None)
         if not python.exists() or gguf is None:
             print(f"{name}: left out (needs `make llama-server` and the model's GGUF beside {variant})")
             return None
-        cmd = [str(python), str(Path(__file__).with_name("llama_worker.py")), "--gguf", str(gguf)]
-        proc = subprocess.Popen(cmd + (["--lookup", "2"] if name == "llama-lookup" else []),
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        if not json.loads(proc.stdout.readline() or "{}").get("ready"):
-            sys.exit(f"--peers {name}: the llama.cpp worker did not start")
-
-        def llama(prompt: list[int], k: int) -> tuple[float, int]:
-            proc.stdin.write(json.dumps({"ids": prompt, "decode": k}) + "\n")
-            proc.stdin.flush()
-            r = json.loads(proc.stdout.readline())
-            return r["decode_s"], r["tokens"]
-        return llama
+        return LlamaCpp(gguf, python, *(["--lookup", "2"] if name == "llama-lookup" else [])).decode
     sys.exit(f"--peers: unknown peer {name} (genai, llama, llama-lookup)")
 
 

@@ -132,6 +132,23 @@ class GenaiNative:
         del gen
         return {"ttft": ttft, "total": total, "decode_per_token": (total - ttft) / (new - 1), "one_more": more}
 
+    def decode(self, prompt: list[int], k: int) -> tuple[float, int]:
+        """Seconds to decode k tokens after the first, prefill left out (bench_drafts.py), and
+        the tokens decoded (fewer if an end-of-text token came first)."""
+        og = self.og
+        params = og.GeneratorParams(self.model)
+        params.set_search_options(max_length=len(prompt) + k + 8, do_sample=False)
+        gen = og.Generator(self.model, params)
+        gen.append_tokens(np.asarray(prompt, dtype=np.int32))  # prefill: not timed
+        t0 = time.perf_counter()
+        gen.generate_next_token()  # the first token, from the prefill's logits
+        n = 0
+        while n < k and not gen.is_done():
+            gen.generate_next_token()
+            n += 1
+        gen.get_next_tokens()
+        return time.perf_counter() - t0, n
+
 
 class Torch:
     name = "torch"
@@ -165,17 +182,25 @@ class LlamaCpp:
     model (the default model's own Q4_K_M): a worker process answering one request a line."""
     name = "llama.cpp"
 
-    def __init__(self, gguf: Path, python: Path):
+    def __init__(self, gguf: Path, python: Path, *worker_args: str):
         import subprocess
-        self.proc = subprocess.Popen([str(python), str(Path(__file__).with_name("llama_worker.py")), "--gguf", str(gguf)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen([str(python), str(Path(__file__).with_name("llama_worker.py")), "--gguf", str(gguf),
+                                      *worker_args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         if not json.loads(self.proc.stdout.readline() or "{}").get("ready"):
             raise RuntimeError("llama.cpp worker did not start")
 
-    def run(self, prompt: list[int], new: int) -> dict:
-        self.proc.stdin.write(json.dumps({"ids": prompt, "new": new}) + "\n")
+    def ask(self, request: dict) -> dict:
+        self.proc.stdin.write(json.dumps(request) + "\n")
         self.proc.stdin.flush()
         return json.loads(self.proc.stdout.readline())
+
+    def run(self, prompt: list[int], new: int) -> dict:
+        return self.ask({"ids": prompt, "new": new})
+
+    def decode(self, prompt: list[int], k: int) -> tuple[float, int]:
+        """Seconds to decode k tokens after the first, prefill left out (bench_drafts.py)."""
+        r = self.ask({"ids": prompt, "decode": k})
+        return r["decode_s"], r["tokens"]
 
 
 def main(argv=None) -> dict:

@@ -170,7 +170,8 @@ def test_model_size_chooses_the_default_model(tmp_path, monkeypatch):
     assert default_model_for("auto", "cuda") is None  # the 1.5B is not built here
     big = tmp_path / "models" / "qwen2.5-coder-1.5b-instruct"
     (big / "cuda-fp16").mkdir(parents=True)
-    (big / "cuda-fp16" / "genai_config.json").write_text("{}")
+    (big / "cuda-fp16" / "tandem-model.json").write_text("{}")
+    (big / "tandem-bundle.json").write_text('{"variants": {"cuda": "cuda-fp16"}}')
     assert default_model_for("auto", "cuda") == str(big)
     assert default_model_for("auto", "cpu") is None  # GPU-only: a CPU keeps the 0.5B
     assert default_model_for("0.5b", "cuda").endswith("qwen2.5-coder-0.5b-instruct")

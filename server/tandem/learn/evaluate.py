@@ -113,7 +113,7 @@ def complete_line(engine: CompletionEngine, site: CutSite, settings: Settings, c
     block = _context_block(engine.model, context, site.file, doc, offset, settings)
     r = engine.complete(doc, offset, settings, cancel, block)
     dt = time.perf_counter() - t0
-    line_prefix = site.prefix[site.prefix.rfind("\n") + 1:]
+    line_prefix = site.line_start
     if r is None:
         return line_prefix, dt, 0
     line_end = site.suffix.find("\n")
@@ -186,8 +186,7 @@ def evaluate_model(model, sites: list[CutSite], settings: Settings | None = None
         if time_limit_s is not None and n >= min_sites and time.perf_counter() - t0 > time_limit_s:
             break
         line, dt, tokens = complete_line(engine, site, settings, context, cancel)
-        line_prefix = site.prefix[site.prefix.rfind("\n") + 1:]
-        want = (line_prefix + site.target).rstrip()
+        want = (site.line_start + site.target).rstrip()
         got = line.rstrip()
         exact.append(got == want)
         sims.append(edit_similarity(got.strip(), want.strip()))
@@ -233,8 +232,7 @@ def evaluate_blocks(model, sites: list[CutSite], settings: Settings | None = Non
         block = _context_block(model, context, site.file, doc, len(bsite.prefix), settings)
         r = engine.complete(doc, len(bsite.prefix), settings, cancel, block)
         dt = time.perf_counter() - t0
-        indent = bsite.prefix[bsite.prefix.rfind("\n") + 1:]
-        got = [g.rstrip() for g in (indent + r.text).split("\n")] if r is not None else []
+        got = [g.rstrip() for g in (bsite.line_start + r.text).split("\n")] if r is not None else []
         right = 0
         for g, w in zip(got, want):
             if g != w:

@@ -206,6 +206,11 @@ class CutSite:
     target: str  # the rest of the line
     suffix: str  # from the end of the line (its newline) to the end of the file
 
+    @property
+    def line_start(self) -> str:
+        """What the cursor's line holds before the cursor (for a new line, its indentation)."""
+        return self.prefix[self.prefix.rfind("\n") + 1:]
+
 
 def block_site(site: CutSite) -> tuple[CutSite, list[str]]:
     """`site` with the rest of its block not written yet (the user writing new code there):
@@ -214,8 +219,7 @@ def block_site(site: CutSite) -> tuple[CutSite, list[str]]:
     lines = (site.prefix + site.target + site.suffix).split("\n")
     last = block_end(lines, site.line)
     after = "\n".join(lines[last + 1:])
-    indent = site.prefix[site.prefix.rfind("\n") + 1:]
-    want = [indent + site.target] + lines[site.line + 1:last + 1]
+    want = [site.line_start + site.target] + lines[site.line + 1:last + 1]
     return CutSite(site.file, site.line, site.prefix, site.target, "\n" + after), [w.rstrip() for w in want]
 
 

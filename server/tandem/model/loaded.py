@@ -84,7 +84,7 @@ def default_model_for(size: str, device: str) -> str | None:
     from .loader import tandem_home
     if size == "auto":
         big = tandem_home() / "models" / DEFAULT_MODELS["1.5b"]
-        return str(big) if device == "cuda" and (big / "cuda-fp16" / "genai_config.json").exists() else None
+        return str(big) if device == "cuda" and has_variant(big, "cuda") else None
     return str(tandem_home() / "models" / DEFAULT_MODELS[size]) if size in DEFAULT_MODELS else None
 
 
