@@ -33,6 +33,7 @@ from pathlib import Path
 
 from tandem.learn.context import ContextSettings, WorkspaceContext
 from tandem.learn import versions as V
+from tandem.learn.cli import add_model_arguments, model_path
 from tandem.learn.evaluate import CONTEXT_TOKENS, evaluate_path
 from tandem.settings import Settings
 from tandem.learn.workspace import WorkspaceError, block_end, collect, cut_sites, split
@@ -950,7 +951,7 @@ def _plot(path: Path, history: dict, before, after) -> bool:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="tandem learn", description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("workspace", nargs="?", default=".", type=Path)
-    ap.add_argument("--model-path", default="", help="the model bundle (default: the default model)")
+    add_model_arguments(ap)
     ap.add_argument("--budget-minutes", type=float, default=10.0, help="the whole run's time budget")
     ap.add_argument("--max-steps", type=int, default=LearnConfig.max_steps)
     ap.add_argument("--eval-sites", type=int, default=LearnConfig.eval_sites)
@@ -1008,7 +1009,7 @@ def main(argv: list[str] | None = None) -> int:
     for s in (signal.SIGTERM, signal.SIGINT):
         signal.signal(s, on_signal)
     try:
-        learn(a.workspace, a.model_path or None, cfg, emit, cancel)
+        learn(a.workspace, model_path(a), cfg, emit, cancel)
         return 0
     except BaseException as e:  # a cancel request may surface as any error of the step it hit
         if not (cancel.is_set() or isinstance(e, Cancelled)) or isinstance(e, SystemExit):

@@ -140,3 +140,34 @@ def test_other_failures_do_not_move_a_cpu_model(tiny_model):
     server.model = OnCpu()
     server.on_inference_error(BackendError("a token outside the vocabulary"))
     assert calls == []
+
+
+def test_the_shells_version_commands_act_on_the_model_the_editor_serves(tiny_model, tmp_path, monkeypatch, capsys):
+    """`tandem versions` and `tandem learn` take `--model-size` and `--device` as the editor's
+    settings: without `--model-path` they act on the bundle `load_model` would serve with them
+    (the 1.5B where a GPU serves it), not always the 0.5B."""
+    from tandem.learn import cli
+
+    small = default_home(tmp_path, tiny_model, monkeypatch)
+    big = tmp_path / "models" / loaded.DEFAULT_MODELS["1.5b"]
+
+    def listed(*args: str) -> tuple[str, str]:
+        assert cli.main(["versions", "list", *args]) == 0
+        out, err = capsys.readouterr()
+        return out.splitlines()[0], err
+
+    # No GPU here: auto and an explicit 1.5B without its CPU variant act on the 0.5B, and say why.
+    assert listed()[0] == f"{small.name} ({small}):"
+    head, err = listed("--model-size", "1.5b")
+    assert head == f"{small.name} ({small}):" and "make model-1.5b" in err
+    # With a GPU, auto is the 1.5B, as the server's load; `--device cpu` is the 0.5B again.
+    monkeypatch.setattr(loaded, "choose_providers", lambda device: CUDA if device != "cpu" else
+                        (["CPUExecutionProvider"], None))
+    assert listed()[0] == f"{big.name} ({big}):"
+    assert listed("--device", "cpu")[0] == f"{small.name} ({small}):"
+    assert listed("--model-path", str(small))[0] == f"{small.name} ({small}):"
+    # The learning run resolves its bundle with the same options.
+    from tandem_models.learn import main as learn_main
+    assert learn_main([str(tmp_path / "no-such-workspace"), "--json", "--no-promote"]) != 0
+    out = capsys.readouterr().out  # it stops early: the fake 1.5B has no checkpoint to train
+    assert f"{big} has no Hugging Face checkpoint" in out

@@ -6,13 +6,36 @@
     tandem versions rollback                                back to the previous one
     tandem feedback show | delete                           the opt-in local feedback log
 
-`--model-path` picks the bundle (default: the default model), as `tandem.modelPath` does.
+`--model-path` picks the bundle, as `tandem.modelPath` does; without it, `--model-size` and
+`--device` (as `tandem.modelSize` and `tandem.device`, default auto) pick the default model an
+editor with those settings serves: the 1.5B where a GPU serves it, else the 0.5B.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """The options that say which model a shell command acts on, as the editor's settings do."""
+    from ..settings import DEVICES, MODEL_SIZES
+    p.add_argument("--model-path", default="", help="the model bundle, as tandem.modelPath (default: the "
+                                                    "default model of --model-size)")
+    p.add_argument("--model-size", default="auto", choices=MODEL_SIZES,
+                   help="as tandem.modelSize: auto serves the 1.5B on a GPU where it is built, else the 0.5B")
+    p.add_argument("--device", default="auto", choices=DEVICES, help="as tandem.device")
+
+
+def model_path(a: argparse.Namespace) -> str | None:
+    """The bundle the options name: what an editor with the same settings serves."""
+    if a.model_path:
+        return a.model_path
+    from ..model.loaded import serving_path
+    path, note = serving_path(None, a.device, a.model_size)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    return path
 
 
 def main(argv: list[str]) -> int:
@@ -30,7 +53,7 @@ def main(argv: list[str]) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("action", nargs="?", default="list" if cmd == "versions" else "show")
     p.add_argument("id", nargs="?")
-    p.add_argument("--model-path", default="")
+    add_model_arguments(p)
     p.add_argument("--json", action="store_true")
     a = p.parse_args(rest)
     try:
@@ -40,14 +63,17 @@ def main(argv: list[str]) -> int:
                 return 0
             print(json.dumps(feedback.summary(), indent=2))
             return 0
-        bundle = versions.bundle_for(a.model_path or None)
+        bundle = versions.bundle_for(model_path(a))
         if a.action == "list":
             vs = versions.list_versions(bundle)
             if a.json:
                 print(json.dumps(vs, indent=2))
+            if not a.json:
+                print(f"{bundle.name} ({bundle}):")
             for v in vs if not a.json else ():
                 mark = "*" if v["active"] else " "
-                state = "" if v["servable"] else f"  (not promoted: {v.get('decision', '')})"
+                why = v.get("decision") or "not promoted"
+                state = "" if v["servable"] else f"  ({why if why.startswith('not promoted') else 'not promoted: ' + why})"
                 print(f"{mark} {v['id']:<20} {v['label']}{state}")
             return 0
         if a.action == "switch":

@@ -99,6 +99,27 @@ def special_ids(files: ModelFiles) -> tuple[FimIds, set[int]]:
                          "model with `make model`.") from None
 
 
+def _choose_default(path: str | None, size: str, wanted: str) -> tuple[str | None, str, str | None]:
+    """The model path a load for a variant of `wanted` ('cuda' or 'cpu') takes: `path` itself,
+    else the default model of `size` there; with the size it ended on and a note for the user."""
+    if not path and size == "1.5b" and wanted != "cuda" and not has_variant(default_model_for(size, wanted), "cpu"):
+        # The 1.5B is built for the GPU unless asked for (`make model-1.5b`): without a GPU or
+        # its CPU variant, the 0.5B keeps serving, and says so.
+        return default_model_for("0.5b", wanted), "0.5b", (
+            "`tandem.modelSize` is '1.5b', which is built for an NVIDIA GPU only; serving the 0.5B model "
+            "on the CPU (`make model-1.5b` builds the 1.5B's CPU variant: better completions, about 3x slower).")
+    return path or default_model_for(size, wanted), size, None
+
+
+def serving_path(path: str | None, device: str = "auto", size: str = "auto") -> tuple[str | None, str | None]:
+    """The model `load_model(path, device, size)` would serve, without loading it, and the note it
+    would give: for the shell's `tandem learn` and `tandem versions`, which must act on the model
+    an editor with the same settings serves (the 1.5B on a GPU, for one). None: the default 0.5B."""
+    providers, note = choose_providers(device)
+    path, _, size_note = _choose_default(path, size, "cuda" if providers[0] == "CUDAExecutionProvider" else "cpu")
+    return path, " ".join(filter(None, [note, size_note])) or None
+
+
 def load_model(path: str | None, device: str, size: str = "auto") -> LoadedModel:
     """Load the model for `device` ('auto', 'cuda' or 'cpu'); ModelError says what went wrong.
     Without a `path`, the pinned default model of `size` (see `default_model_for`)."""
@@ -107,14 +128,8 @@ def load_model(path: str | None, device: str, size: str = "auto") -> LoadedModel
     providers, note = choose_providers(device)
     wanted = "cuda" if providers[0] == "CUDAExecutionProvider" else "cpu"
     requested = path
-    if not path and size == "1.5b" and wanted != "cuda" and not has_variant(default_model_for(size, wanted), "cpu"):
-        # The 1.5B is built for the GPU unless asked for (`make model-1.5b`): without a GPU or
-        # its CPU variant, the 0.5B keeps serving, and says so.
-        note = " ".join(filter(None, [note, "`tandem.modelSize` is '1.5b', which is built for an NVIDIA GPU "
-                                            "only; serving the 0.5B model on the CPU (`make model-1.5b` builds "
-                                            "the 1.5B's CPU variant: better completions, about 3x slower)."]))
-        size = "0.5b"
-    path = path or default_model_for(size, wanted)
+    path, size, size_note = _choose_default(path, size, wanted)
+    note = " ".join(filter(None, [note, size_note])) or None
     files = resolve_model(path, wanted)
     fim, stop_ids = special_ids(files)
     try:
