@@ -5,7 +5,7 @@ background explanation, loading a model) is a job on one priority queue, run by 
 thread: a local runtime decodes one thing at a time anyway, and a remote endpoint is asked one
 thing at a time per editor (the server multiplexes editors, not this queue).
 
-Order: by priority (COMPLETION, then FUNCTION, then EXPLAIN), first come first served within a
+Order: by priority (COMPLETION, FUNCTION, WARM, then EXPLAIN), first come first served within a
 priority. A job that arrives while a lower-priority *preemptible* job runs sets that job's
 cancel flag, so it stops within one decode step; its owner resumes it (explanations keep what
 they wrote and ask again). Jobs that are not preemptible (a docstring candidate: restarting it
@@ -39,7 +39,8 @@ class Priority(IntEnum):
     LOAD = 0  # loading a model: nothing else can run without one
     COMPLETION = 1  # the user is waiting, keystroke by keystroke
     FUNCTION = 2  # a docstring-action candidate: the user asked, and watches a progress bar
-    EXPLAIN = 3  # background explanations (a hover waiting on one still ranks here)
+    WARM = 3  # the prompt where the cursor rests, ahead of the first keystroke (features/warm.py)
+    EXPLAIN = 4  # background explanations (a hover waiting on one still ranks here)
 
 
 @dataclass(order=True)

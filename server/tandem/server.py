@@ -19,6 +19,7 @@ from . import __version__
 from .completion.engine import CompletionEngine
 from .completion.healing import vocab_table
 from .context import ContextService
+from .features.warm import Warmer
 from .inference import InferenceService, Priority
 from .model.backend import BackendError
 from .model.loaded import LoadedModel, load_model
@@ -57,6 +58,7 @@ class TandemServer(LanguageServer):
         # explanations) feeding one thread; it owns preemption and cancellation (inference.py).
         self.inference = InferenceService()
         self.inflight: dict[str, threading.Event] = {}  # uri -> cancel flag of its running request
+        self.last_completion: dict | None = None  # its prompt, reused and generated tokens (tandem.status)
         self._load_task: asyncio.Task | None = None
         self._told_not_ready = False
         self._model_stamp: tuple | None = None  # the model on disk when the last load began
@@ -69,6 +71,8 @@ class TandemServer(LanguageServer):
         # Other files' definitions and similar code for prompts (tandem/context); the index of
         # the workspace starts at the first didOpen.
         self.context = ContextService()
+        # The prompt where the cursor rests, computed before the first keystroke there.
+        self.warmer = Warmer(self)
 
     def report_server_error(self, error: Exception, source) -> None:
         report_server_error(self, error, source)  # logged, not an "Error in server" pop-up

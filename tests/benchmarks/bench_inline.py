@@ -126,6 +126,37 @@ async def lsp_latency(model: str | None, runs: int, settings: dict):
     return out, single, multi
 
 
+async def rest_latency(model: str | None, places, rests: list[float], warm: bool) -> dict[float, list[float]]:
+    """The first keystroke at a new place after the cursor rested there: in a file the user has
+    edited, the cursor moves to a place (the editor asks for code actions there, as VS Code
+    does on every move), rests `rest` seconds, one character is typed and the editor asks for a
+    completion (timed). `warm`: the server's tandem.warmAtCursor. One server per arm, so no
+    arm finds another's results in the cache; every place is new to the server."""
+    from lsprotocol import types
+    out: dict[float, list[float]] = {}
+    async with tandem(settings={**({"modelPath": model} if model else {}), "warmAtCursor": warm}) as s:
+        await s.wait_for_state("ready", timeout=300)
+        for r, rest in enumerate(rests):
+            out[rest] = []
+            for i, (_, name, prefix, suffix) in enumerate(places):
+                uri = f"file:///bench/rest-{r}-{i}.py"
+                s.open(uri, prefix + suffix)
+                s.change(uri, (0, 0), (0, 0), "# \n")  # the user works in this file
+                line, col = prefix.count("\n") + 1, len(prefix) - prefix.rfind("\n") - 1
+                pos = types.Position(line, col)
+                await asyncio.wait_for(s.client.text_document_code_action_async(types.CodeActionParams(
+                    text_document=types.TextDocumentIdentifier(uri=uri), range=types.Range(pos, pos),
+                    context=types.CodeActionContext(diagnostics=[], trigger_kind=types.CodeActionTriggerKind.Automatic))),
+                    30)
+                await asyncio.sleep(rest)
+                s.change(uri, (line, col), (line, col), "s")
+                t0 = time.perf_counter()
+                await s.complete(uri, line, col + 1, timeout=300)
+                out[rest].append((time.perf_counter() - t0) * 1000)
+            await asyncio.sleep(max(rests) + 3)  # nothing of this rest's places still running
+    return out
+
+
 def decode_speed(model_dir: Path, places, new_tokens: int):
     """ONNX (the server's own loop) vs torch generate: same checkpoint, same FIM prompts."""
     import torch
@@ -168,10 +199,26 @@ def main():
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--build-time", action="store_true", help="also time a full model build into a fresh home")
     ap.add_argument("--lsp-only", action="store_true", help="skip the decode comparison with torch")
+    ap.add_argument("--rest", default="", metavar="S,S,...",
+                    help="only the first keystroke after the cursor rested S seconds, warmAtCursor on and off")
     a = ap.parse_args()
     from tandem.model.loader import default_model_path
     model_dir = Path(a.model) if a.model else default_model_path()
-    print(f"machine: {os.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} GiB; model {model_dir}")
+    print(f"machine: {os.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} GiB; model {model_dir}; "
+          f"load average {os.getloadavg()[0]:.2f}")
+
+    if a.rest:
+        rests = [float(x) for x in a.rest.split(",")]
+        single, _ = sample_places(a.runs)
+        on = asyncio.run(rest_latency(a.model, single, rests, True))
+        off = asyncio.run(rest_latency(a.model, single, rests, False))
+        print("\nFirst keystroke at a new place after the cursor rested there (edited file; client send -> response):")
+        for rest in rests:
+            print(summary(f"rested {rest:g} s, warmAtCursor off", off[rest]))
+            print(summary(f"rested {rest:g} s, warmAtCursor on", on[rest]) +
+                  f"  (p50 x{pct(on[rest], 50) / pct(off[rest], 50):.2f})")
+        print(f"load average at the end {os.getloadavg()[0]:.2f}")
+        return
 
     lat, single, multi = asyncio.run(lsp_latency(a.model, a.runs, {}))
     print(f"server: {lat['status'].get('message') if isinstance(lat['status'], dict) else lat['status']}")

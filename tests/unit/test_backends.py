@@ -344,3 +344,33 @@ def test_a_graph_pruned_some_other_way_is_left_as_it_is(tmp_path):
     assert not add_logits_tail(tmp_path)
     assert (tmp_path / "model.onnx").read_bytes() == before
     assert not any(p.name.startswith(".tmp") for p in tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("variant", ["cpu-int8", "cpu-fp32"])
+def test_warming_computes_the_prompt_and_leaves_a_cache_that_holds_it_alone(tiny_model, variant):
+    """CompletionEngine.warm (the cursor resting somewhere): the prompt a completion there would
+    send is computed without generating; the completion after one typed character reuses all
+    of it before the cursor, with the answer a cold engine gives. Warming where the cache already
+    holds the prompt (the last completion asked there) changes nothing, so the answer stays in
+    the cache to draft from after Enter."""
+    from tandem.completion.engine import CompletionEngine
+    from tandem.settings import Settings
+
+    def engine():
+        m = load_model(str(tiny_model / variant), "cpu")
+        return CompletionEngine(m), m.lm
+
+    (warmed, lm), (cold, _) = engine(), engine()
+    text = (Path(__file__).resolve().parents[2] / "models" / "data" / "tiny_corpus.py").read_text()
+    text += "\n\ndef double(n):\n    return "
+    settings = Settings()
+    computed = warmed.warm(text + "\n", len(text), settings)
+    assert computed > 200
+    typed = text + "n"
+    a = warmed.complete(typed + "\n", len(typed), settings)
+    b = cold.complete(typed + "\n", len(typed), settings)
+    assert a.reused_tokens >= a.prompt_tokens - 8 and b.reused_tokens == 0
+    assert (a.text, a.token_ids) == (b.text, b.token_ids)
+    slot_ids = list(lm._slots["completion"].ids)
+    assert warmed.warm(typed + "\n", len(typed), settings) == 0
+    assert lm._slots["completion"].ids == slot_ids  # the answer is still there after its prompt

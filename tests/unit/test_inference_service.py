@@ -52,12 +52,15 @@ def test_queued_jobs_run_by_priority_then_arrival(service):
     _, release = gate_job(service)
     futures = [service.submit(p, order.append, name, name=name) for p, name in [
         (Priority.EXPLAIN, "explain-1"), (Priority.FUNCTION, "function-1"), (Priority.COMPLETION, "completion-1"),
-        (Priority.EXPLAIN, "explain-2"), (Priority.COMPLETION, "completion-2"), (Priority.FUNCTION, "function-2")]]
-    assert service.pending() == 6
+        (Priority.WARM, "warm-1"), (Priority.EXPLAIN, "explain-2"), (Priority.COMPLETION, "completion-2"),
+        (Priority.FUNCTION, "function-2")]]
+    assert service.pending() == 7
     release.set()
     for f in futures:
         f.result(timeout=T)
-    assert order == ["completion-1", "completion-2", "function-1", "function-2", "explain-1", "explain-2"]
+    # A warm (the prompt where the cursor rests) goes after what the user asked for, before
+    # background explanations.
+    assert order == ["completion-1", "completion-2", "function-1", "function-2", "warm-1", "explain-1", "explain-2"]
 
 
 def test_a_completion_preempts_a_running_explanation_which_can_resume(service):

@@ -23,6 +23,7 @@ describe('package.json', () => {
       'tandem.contextTokens': ['integer', 1536],
       'tandem.prefixShare': ['number', 0.7],
       'tandem.debounceMs': ['integer', 150],
+      'tandem.warmAtCursor': ['boolean', true],
       'tandem.python': ['string', ''],
       'tandem.functionCandidates': ['integer', 0],
       'tandem.verifyExamples': ['boolean', true],

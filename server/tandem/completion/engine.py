@@ -106,6 +106,31 @@ class CompletionEngine:
         self._store_typed_through(key, ctx, result)
         return result if result.text else None
 
+    def warm(self, text: str, offset: int, settings: Settings, cancel: threading.Event | None = None,
+             context=None) -> int:
+        """Run the prompt a completion at `offset` would send through the model, without
+        generating, so that the KV cache holds it when the user starts typing there: the tokens
+        before the cursor are then reused, and the whole prompt when the editor asks at this
+        very place. Returns how many prompt tokens were computed (0: all were in the cache).
+        `cancel` stops it within one prefill pass; what was computed by then is kept."""
+        if len(text) > MAX_DOCUMENT_CHARS:
+            return 0
+        offset = max(0, min(offset, len(text)))
+        head = tuple(context.ids) if context is not None else ()
+        sp = serving_prompt(self.model.codec, self.model.fim, text[:offset], text[offset:], settings.contextTokens,
+                            settings.prefixShare, head, heal=self._heals())
+        lm = self.model.lm
+        if not hasattr(lm, "cached"):
+            return 0  # a remote server: its own prefix cache, and a request would cost the team
+        if lm.cached(sp.ids) >= len(sp.ids) - 1:
+            # Already there (the last completion asked here): leave the cache alone, with the
+            # answer after the prompt that drafts the next line after Enter.
+            return 0
+        gen = lm.generate(sp.ids, max_new_tokens=0, stop_ids=self.model.stop_ids, cancel=cancel)
+        log.debug("warmed: %d prompt tokens, %d of them computed in %.0f ms", len(sp.ids),
+                  len(sp.ids) - gen.reused_tokens, gen.prefill_s * 1e3)
+        return len(sp.ids) - gen.reused_tokens
+
     # -- cache -------------------------------------------------------------------------
     def _cached(self, key, t0) -> Completion | None:
         with self._cache_lock:

@@ -26,6 +26,10 @@ def register(server) -> None:
     @server.feature(types.TEXT_DOCUMENT_CODE_ACTION,
                     types.CodeActionOptions(code_action_kinds=kinds, resolve_provider=True))
     def code_action(ls, params: types.CodeActionParams):
+        start, end = params.range.start, params.range.end
+        if (start.line, start.character) == (end.line, end.character):
+            # The editor asks on every cursor move (the light bulb): the cursor is here.
+            ls.warmer.cursor_at(params.text_document.uri, start.line, start.character)
         found: list[types.CodeAction] = []
         for provider in (generate_function.actions, _explain_actions):
             try:

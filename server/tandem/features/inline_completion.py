@@ -42,6 +42,7 @@ async def complete(ls, params: types.InlineCompletionParams) -> types.InlineComp
     if engine is None:
         return empty
     ls.explainer.note_activity()  # the user is typing: background explanations step aside
+    ls.warmer.stand_down()  # the completion itself computes the prompt now
     uri = params.text_document.uri
     doc = ls.workspace.get_text_document(uri)
     text = doc.source
@@ -70,6 +71,9 @@ async def complete(ls, params: types.InlineCompletionParams) -> types.InlineComp
             del ls.inflight[uri]
     if result is None:
         return empty
+    ls.last_completion = {"promptTokens": result.prompt_tokens, "reusedTokens": result.reused_tokens,
+                          "generatedTokens": result.generated_tokens, "latencyMs": round(result.latency_ms, 1),
+                          "cached": result.cached}
     if not result.cached:
         ls.on_inference_ok()
         ls.set_status(lastLatencyMs=round(result.latency_ms, 1))

@@ -40,4 +40,5 @@ def register(server) -> None:
     @server.command(STATUS_COMMAND)
     def status(ls, *args):
         return {**asdict(ls.status), "settings": asdict(ls.settings),
-                "modelInfo": ls.model.describe() if ls.model else None}
+                "modelInfo": ls.model.describe() if ls.model else None, "warm": dict(ls.warmer.stats),
+                "lastCompletion": ls.last_completion}

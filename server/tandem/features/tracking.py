@@ -74,11 +74,13 @@ def register(server) -> None:
             schedule_save(ls)
         if doc is not None:
             ls.context.changed(uri, doc.source, doc.version)
+        ls.warmer.edited(uri)
 
     @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls, params: types.DidCloseTextDocumentParams):
         ls.provenance.closed(params.text_document.uri)
         ls.context.closed(params.text_document.uri)
+        ls.warmer.closed(params.text_document.uri)
         _save_now(ls)
 
     @server.feature(DOCUMENT_STATE)

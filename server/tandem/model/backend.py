@@ -101,6 +101,9 @@ class Backend(Protocol):
         """Logits of the positions the graph computes (every position, or the last one for
         a graph built to skip the others) from an empty cache: parity checks use it."""
 
+    def cached(self, prompt: list[int], slot: str = "completion") -> int:
+        """How many leading tokens of `prompt` cache slot `slot` holds now (local backends)."""
+
     def clear_cache(self) -> None: ...
 
     def close(self) -> None: ...
@@ -153,6 +156,14 @@ def common_prefix(cached: list[int], prompt: list[int]) -> int:
     token is always run, since its logits start the generation."""
     limit = min(len(prompt) - 1, len(cached))
     n = 0
+    while n < limit and cached[n] == prompt[n]:
+        n += 1
+    return n
+
+
+def held(cached: list[int], prompt: list[int]) -> int:
+    """How many leading tokens of `prompt` a cache holding `cached` has computed."""
+    n, limit = 0, min(len(cached), len(prompt))
     while n < limit and cached[n] == prompt[n]:
         n += 1
     return n

@@ -27,7 +27,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from .backend import (BackendError, Generation, Sampling, common_prefix, debug_delay, decode_loop, log_normalizer,
+from .backend import (BackendError, Generation, Sampling, common_prefix, debug_delay, decode_loop, held, log_normalizer,
                       physical_cores)
 from .lookup import draft_tokens
 from .runtime import preload_cuda_libraries
@@ -133,6 +133,11 @@ class GenaiLM:
             self._slots.pop(name, None)  # free the old buffer before taking a larger one
             slot = self._slots[name] = self._new_slot(size)
         return slot
+
+    def cached(self, prompt: list[int], slot: str = "completion") -> int:
+        with self._lock:
+            s = self._slots.get(slot)
+            return held(s.ids, prompt) if s is not None else 0
 
     def clear_cache(self) -> None:
         with self._lock:

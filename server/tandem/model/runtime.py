@@ -18,7 +18,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from .lookup import draft_tokens
-from .backend import (BackendError, Cancelled, Generation, Sampling, common_prefix, debug_delay,  # noqa: F401
+from .backend import (BackendError, Cancelled, Generation, Sampling, common_prefix, debug_delay, held,  # noqa: F401
                       decode_loop, gpu_present)
 
 log = logging.getLogger(__name__)
@@ -112,6 +112,11 @@ class CausalLM:
         with self._lock:
             logits, _ = self._forward(ids, self._empty_past(), 0)
         return logits
+
+    def cached(self, prompt: list[int], slot: str = "completion") -> int:
+        with self._lock:
+            c = self._slots.get(slot)
+            return held(c.ids, prompt) if c is not None and c.kv is not None else 0
 
     def clear_cache(self) -> None:
         with self._lock:

@@ -1,0 +1,94 @@
+"""Warming the cache where the cursor rests (server/tandem/features/warm.py), through the real
+server over stdio with the tiny real model: the editor's code-action request says where the
+cursor is; the prompt there is computed before the first keystroke, and the completion that
+follows reuses it."""
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from lsprotocol import types
+
+from .harness import tandem
+
+CORPUS = (Path(__file__).resolve().parents[2] / "models" / "data" / "tiny_corpus.py").read_text()
+TEXT = CORPUS + "\n\ndef double(n):\n    return \n"
+
+
+async def status(s) -> dict:
+    return await asyncio.wait_for(s.client.workspace_execute_command_async(
+        types.ExecuteCommandParams(command="tandem.status")), 10)
+
+
+async def wait_status(s, predicate, what: str, timeout: float = 30) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        st = await status(s)
+        if predicate(st):
+            return st
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def cursor_moved(s, uri: str, line: int, character: int, end: tuple[int, int] | None = None):
+    """What VS Code sends when the cursor moves: a code-action request for the cursor's range."""
+    pos = types.Position(line, character)
+    return s.client.text_document_code_action_async(types.CodeActionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri), range=types.Range(pos, types.Position(*end) if end else pos),
+        context=types.CodeActionContext(diagnostics=[], trigger_kind=types.CodeActionTriggerKind.Automatic)))
+
+
+async def first_keystroke(s, uri: str, rest: bool) -> tuple[int, int]:
+    """Open TEXT, edit it once far from the place (the user works in this file), put the cursor
+    after the last `return ` (and, with `rest`, leave it there until the server has warmed it),
+    then type one character there and ask for a completion."""
+    s.open(uri, TEXT)
+    s.change(uri, (0, 0), (0, 0), "# edited\n")
+    text = "# edited\n" + TEXT
+    line, col = text.count("\n", 0, text.rindex("return ")), len("    return ")
+    if rest:
+        before = (await status(s))["warm"]["warmed"]
+        await asyncio.wait_for(cursor_moved(s, uri, line, col), 10)
+        await wait_status(s, lambda st: st["warm"]["warmed"] > before, "the warm to finish")
+    s.change(uri, (line, col), (line, col), "n")
+    await s.complete(uri, line, col + 1, timeout=30)
+    last = (await status(s))["lastCompletion"]
+    assert not last["cached"]
+    return last["promptTokens"], last["reusedTokens"]
+
+
+async def test_the_first_keystroke_where_the_cursor_rested_reuses_the_warmed_prompt(tiny_model):
+    async with tandem(settings={"modelPath": str(tiny_model)}) as s:
+        await s.wait_for_state("ready")
+        cold_prompt, cold_reused = await first_keystroke(s, "file:///w/cold.py", rest=False)
+        warm_prompt, warm_reused = await first_keystroke(s, "file:///w/warm.py", rest=True)
+        st = (await status(s))["warm"]
+    # (The second document's prompt also carries the first one as context: other open files.)
+    assert cold_prompt > 200 and warm_prompt > 200
+    assert cold_reused < 10  # nothing of this document was in the cache
+    # All but the typed character's line was computed while the cursor rested there.
+    assert warm_reused >= warm_prompt - 30, (warm_prompt, warm_reused)
+    assert st["warmed"] == 1 and st["tokens"] >= warm_prompt - 30, st
+
+
+async def test_reading_selecting_and_the_setting_off_warm_nothing(tiny_model):
+    async with tandem(settings={"modelPath": str(tiny_model)}) as s:
+        await s.wait_for_state("ready")
+        s.open("file:///w/read.py", TEXT)  # opened to read, never edited
+        await asyncio.wait_for(cursor_moved(s, "file:///w/read.py", 3, 4), 10)
+        s.open("file:///w/edit.py", TEXT)
+        s.change("file:///w/edit.py", (0, 0), (0, 0), "# edited\n")
+        await asyncio.wait_for(cursor_moved(s, "file:///w/edit.py", 3, 0, end=(5, 0)), 10)  # a selection
+        await asyncio.sleep(1.0)  # well past the rest the server waits for
+        assert (await status(s))["warm"]["warmed"] == 0
+        await s.set_settings({"modelPath": str(tiny_model), "warmAtCursor": False})
+        await wait_status(s, lambda st: st["settings"]["warmAtCursor"] is False, "the setting")
+        await asyncio.wait_for(cursor_moved(s, "file:///w/edit.py", 4, 4), 10)
+        await asyncio.sleep(1.0)
+        assert (await status(s))["warm"] == {"warmed": 0, "tokens": 0, "stepped_aside": 0}
+        # And back on: the same place is warmed.
+        await s.set_settings({"modelPath": str(tiny_model), "warmAtCursor": True})
+        await wait_status(s, lambda st: st["settings"]["warmAtCursor"] is True, "the setting")
+        await asyncio.wait_for(cursor_moved(s, "file:///w/edit.py", 4, 4), 10)
+        await wait_status(s, lambda st: st["warm"]["warmed"] == 1, "the warm")
