@@ -708,11 +708,14 @@ def _learn(coll, train_files, held, sites, key, resume, bundle, hf_dir, run, vid
                                                f"{before.edit_similarity}%, p50 {before.latency_ms_p50} ms")
 
     # Training gets what the rest of the budget leaves: the second evaluation takes about as
-    # long as the first, merge + build + parity about as long again plus a fixed part.
-    # Merge, save, build and the parity check scale with the checkpoint (measured here on 2
-    # shared cores, the 0.5B model's 2.3 GiB of float32 weights: 75 s at load ~4, 135 s of
-    # build alone at load ~10): 45 s per GiB.
-    reserve = 1.1 * eval_s + 20 + 45 * weights / 2**30
+    # long as the first; what follows training (its last step, merge, build, parity check)
+    # takes what it took the last time this model was tuned on this machine, with a margin;
+    # the first time, a bound that scales with the checkpoint (measured on 2 shared cores, the
+    # 0.5B model's 2.3 GiB of float32 weights: 75 s at load ~4, 135 s of build alone at load
+    # ~10): 45 s per GiB. That bound left 100 s of a 10-minute budget unused on an idle machine.
+    timing_key = _timing_key(bundle, cfg)
+    after_training = _read_timings().get(timing_key)
+    reserve = 1.1 * eval_s + (1.2 * after_training + 10 if after_training else 20 + 45 * weights / 2**30)
     train_deadline = max(time.monotonic() + 0.15 * cfg.budget_s, deadline - reserve)
     if resume is not None:  # what the interrupted run had left of its training time
         st = resume[0]
@@ -740,6 +743,8 @@ def _learn(coll, train_files, held, sites, key, resume, bundle, hf_dir, run, vid
                                          f"{', '.join(built_variants.values())} (and checking parity)")
     built = build(source=str(run / "merged"), name=base_info.get("name") or bundle.name, home=run / "build", cpu_variant=variant,
                   cuda=cuda, verify=True)
+    if not cancel.is_set() and resume is None:
+        _write_timing(timing_key, time.monotonic() - train_deadline)
     variant_dir = built / variant
     shutil.rmtree(run / "merged", ignore_errors=True)  # the merged float32 checkpoint: GBs, not kept
     if cancel.is_set():
@@ -793,6 +798,36 @@ def _learn(coll, train_files, held, sites, key, resume, bundle, hf_dir, run, vid
     emit("done", promoted=promote, version=vid, decision=decision, report=str(bundle / V.VERSIONS_DIR / vid / "report.md"),
          before=before.exact_match, after=after.exact_match, gain=gain)
     return report
+
+
+TIMINGS = "learn-timings.json"  # under TANDEM_HOME/state: what followed training, per model and machine
+
+
+def _timing_key(bundle: Path, cfg: LearnConfig) -> str:
+    """Runs that share a key take about as long after training: the same model (by name, so a
+    private copy of a bundle counts too), variants and cores."""
+    name = (V.read_bundle(bundle) or {}).get("name") or bundle.name
+    return f"{name}|{cfg.variant or 'default'}|cuda={cfg.cuda}|cores={os.cpu_count()}"
+
+
+def _read_timings() -> dict:
+    from tandem.model.loader import tandem_home
+    try:
+        data = json.loads((tandem_home() / "state" / TIMINGS).read_text())
+        return {k: float(v) for k, v in data.items() if isinstance(v, (int, float)) and 0 < v < 86400}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def _write_timing(key: str, seconds: float) -> None:
+    """Remember how long training's end, merge, build and parity took (best effort)."""
+    from tandem.model.loader import tandem_home
+    try:
+        path = tandem_home() / "state" / TIMINGS
+        path.parent.mkdir(parents=True, exist_ok=True)
+        V.write_json_atomic(path, {**_read_timings(), key: round(max(1.0, seconds), 1)})
+    except OSError:
+        pass
 
 
 def decide(before, after, cfg: LearnConfig) -> tuple[bool, str, tuple[float, int, int]]:

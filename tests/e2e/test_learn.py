@@ -177,6 +177,10 @@ def test_no_gain_is_not_promoted(bundle, tmp_path):
     with pytest.raises(versions.VersionError, match="not promoted"):
         versions.switch(bundle, done["version"])
     assert no_run_left(bundle)  # the stale run directory is gone too
+    # What followed training was timed, for the next run's plan of the budget (models/learn.py).
+    timings = json.loads((Path(os.environ["TANDEM_HOME"]) / "state" / "learn-timings.json").read_text())
+    [(key, seconds)] = timings.items()
+    assert key.startswith("tandem-tiny-test|") and 0 < seconds < 600
 
 
 async def test_learn_is_cancelled_through_its_progress_and_leaves_nothing(bundle, tmp_path):
