@@ -97,3 +97,6 @@ class Warmer:
         self._done = key
         self.stats["warmed"] += 1
         self.stats["tokens"] += computed
+        # Once at INFO, so the editor's log shows the feature at work; then at DEBUG.
+        (log.debug if self.stats["warmed"] > 1 else log.info)(
+            "warmed the prompt where the cursor rests (%d tokens computed; tandem.warmAtCursor)", computed)

@@ -479,6 +479,20 @@ def test_typing_a_function_gets_its_body_suggested(editor):
     assert path.read_text() == "def add(a, b):\n    return a + b"
 
 
+def test_resting_the_cursor_in_an_edited_file_warms_the_prompt_there(editor):
+    """VS Code asks for code actions wherever the cursor moves (the light bulb); in a file the
+    user edited, the server then computes the prompt there before the first keystroke
+    (server/tandem/features/warm.py) and says so in its log, once at INFO."""
+    assert "return a + b" in (editor.workspace / "typed.py").read_text(), \
+        "needs the edited typed.py of test_typing_a_function_gets_its_body_suggested"
+    editor.page.keyboard.press("Control+Home")  # a cursor move in the edited file; then rest
+    deadline = time.monotonic() + UI_TIMEOUT_MS / 1000
+    while "warmed the prompt where the cursor rests" not in editor.channel_log() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert re.search(r"INFO tandem\.features\.warm: warmed the prompt where the cursor rests \(\d+ tokens computed",
+                     editor.channel_log()), editor.channel_log()[-3000:]
+
+
 def test_generate_function_from_docstring_in_the_quick_fix_menu(editor):
     page = editor.page
     editor.wait_ready()
