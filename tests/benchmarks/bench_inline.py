@@ -126,14 +126,21 @@ async def lsp_latency(model: str | None, runs: int, settings: dict):
     return out, single, multi
 
 
-async def rest_latency(model: str | None, places, rests: list[float], warm: bool) -> dict[float, list[float]]:
+async def rest_latency(model: str | None, places, rests: list[float], warm: bool) -> dict:
     """The first keystroke at a new place after the cursor rested there: in a file the user has
     edited, the cursor moves to a place (the editor asks for code actions there, as VS Code
     does on every move), rests `rest` seconds, one character is typed and the editor asks for a
     completion (timed). `warm`: the server's tandem.warmAtCursor. One server per arm, so no
     arm finds another's results in the cache; every place is new to the server."""
     from lsprotocol import types
-    out: dict[float, list[float]] = {}
+    out: dict = {}
+
+    async def moved(uri: str, line: int, col: int) -> None:
+        pos = types.Position(line, col)
+        await asyncio.wait_for(s.client.text_document_code_action_async(types.CodeActionParams(
+            text_document=types.TextDocumentIdentifier(uri=uri), range=types.Range(pos, pos),
+            context=types.CodeActionContext(diagnostics=[], trigger_kind=types.CodeActionTriggerKind.Automatic))), 30)
+
     async with tandem(settings={**({"modelPath": model} if model else {}), "warmAtCursor": warm}) as s:
         await s.wait_for_state("ready", timeout=300)
         for r, rest in enumerate(rests):
@@ -143,17 +150,34 @@ async def rest_latency(model: str | None, places, rests: list[float], warm: bool
                 s.open(uri, prefix + suffix)
                 s.change(uri, (0, 0), (0, 0), "# \n")  # the user works in this file
                 line, col = prefix.count("\n") + 1, len(prefix) - prefix.rfind("\n") - 1
-                pos = types.Position(line, col)
-                await asyncio.wait_for(s.client.text_document_code_action_async(types.CodeActionParams(
-                    text_document=types.TextDocumentIdentifier(uri=uri), range=types.Range(pos, pos),
-                    context=types.CodeActionContext(diagnostics=[], trigger_kind=types.CodeActionTriggerKind.Automatic))),
-                    30)
+                await moved(uri, line, col)
                 await asyncio.sleep(rest)
                 s.change(uri, (line, col), (line, col), "s")
                 t0 = time.perf_counter()
                 await s.complete(uri, line, col + 1, timeout=300)
                 out[rest].append((time.perf_counter() - t0) * 1000)
             await asyncio.sleep(max(rests) + 3)  # nothing of this rest's places still running
+        # Looking elsewhere and coming back: the user types at a place (a completion), moves to
+        # another edited file and rests 3 s there (long enough to warm it), comes back and
+        # types the next character at once (timed).
+        out["back"] = []
+        for i, (_, name, prefix, suffix) in enumerate(places):
+            here, there = f"file:///bench/back-{i}.py", f"file:///bench/there-{i}.py"
+            other = places[(i + 1) % len(places)]
+            for uri, (_, _, p, sfx) in ((here, places[i]), (there, other)):
+                s.open(uri, p + sfx)
+                s.change(uri, (0, 0), (0, 0), "# \n")
+            line, col = prefix.count("\n") + 1, len(prefix) - prefix.rfind("\n") - 1
+            s.change(here, (line, col), (line, col), "s")
+            await s.complete(here, line, col + 1, timeout=300)
+            o_line, o_col = other[2].count("\n") + 1, len(other[2]) - other[2].rfind("\n") - 1
+            await moved(there, o_line, o_col)
+            await asyncio.sleep(3.0)
+            await moved(here, line, col + 1)
+            s.change(here, (line, col + 1), (line, col + 1), "e")
+            t0 = time.perf_counter()
+            await s.complete(here, line, col + 2, timeout=300)
+            out["back"].append((time.perf_counter() - t0) * 1000)
     return out
 
 
@@ -217,6 +241,9 @@ def main():
             print(summary(f"rested {rest:g} s, warmAtCursor off", off[rest]))
             print(summary(f"rested {rest:g} s, warmAtCursor on", on[rest]) +
                   f"  (p50 x{pct(on[rest], 50) / pct(off[rest], 50):.2f})")
+        print("Typed at a place, rested 3 s in another edited file, came back and typed at once:")
+        print(summary("back, warmAtCursor off", off["back"]))
+        print(summary("back, warmAtCursor on", on["back"]) + f"  (p50 x{pct(on['back'], 50) / pct(off['back'], 50):.2f})")
         print(f"load average at the end {os.getloadavg()[0]:.2f}")
         return
 

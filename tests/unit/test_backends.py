@@ -352,7 +352,8 @@ def test_warming_computes_the_prompt_and_leaves_a_cache_that_holds_it_alone(tiny
     send is computed without generating; the completion after one typed character reuses all
     of it before the cursor, with the answer a cold engine gives. Warming where the cache already
     holds the prompt (the last completion asked there) changes nothing, so the answer stays in
-    the cache to draft from after Enter."""
+    the cache to draft from after Enter. A warm elsewhere goes to the other completion slot:
+    typing again where the last completion was still finds that prompt."""
     from tandem.completion.engine import CompletionEngine
     from tandem.settings import Settings
 
@@ -361,8 +362,8 @@ def test_warming_computes_the_prompt_and_leaves_a_cache_that_holds_it_alone(tiny
         return CompletionEngine(m), m.lm
 
     (warmed, lm), (cold, _) = engine(), engine()
-    text = (Path(__file__).resolve().parents[2] / "models" / "data" / "tiny_corpus.py").read_text()
-    text += "\n\ndef double(n):\n    return "
+    corpus = (Path(__file__).resolve().parents[2] / "models" / "data" / "tiny_corpus.py").read_text()
+    text = corpus + "\n\ndef double(n):\n    return "
     settings = Settings()
     computed = warmed.warm(text + "\n", len(text), settings)
     assert computed > 200
@@ -371,6 +372,14 @@ def test_warming_computes_the_prompt_and_leaves_a_cache_that_holds_it_alone(tiny
     b = cold.complete(typed + "\n", len(typed), settings)
     assert a.reused_tokens >= a.prompt_tokens - 8 and b.reused_tokens == 0
     assert (a.text, a.token_ids) == (b.text, b.token_ids)
-    slot_ids = list(lm._slots["completion"].ids)
+    here = warmed.last_slot
+    slot_ids = list(lm._slots[here].ids)
     assert warmed.warm(typed + "\n", len(typed), settings) == 0
-    assert lm._slots["completion"].ids == slot_ids  # the answer is still there after its prompt
+    assert lm._slots[here].ids == slot_ids  # the answer is still there after its prompt
+    # The cursor rests somewhere else (another file's prompt), then the user types here again.
+    other = "def greet(name):\n    return f\"Hello, {name}!\"\n\n\ndef shout(name):\n    return "
+    assert warmed.warm(other + "\n", len(other), settings) > 20
+    assert lm._slots[here].ids == slot_ids  # the warm went to the other slot
+    again = typed + " * 2 +"
+    c = warmed.complete(again + "\n", len(again), settings)
+    assert c.reused_tokens >= a.prompt_tokens - 8 and warmed.last_slot == here

@@ -19,6 +19,11 @@ from .prompt import CHARS_PER_TOKEN_MAX, FimIds, FimPrompt, build_fim_prompt
 log = logging.getLogger(__name__)
 
 MAX_DOCUMENT_CHARS = 20_000_000  # past this we do not even slice the text
+# Two KV cache slots for completions, used as a tiny LRU: a completion runs in the one holding
+# most of its prompt, a warm (the cursor resting elsewhere, features/warm.py) in the one the
+# last completion did not use, so looking somewhere else and coming back to type where you were
+# finds your prompt still there. One more KV buffer: ~100 MB for the 0.5B on a CPU.
+COMPLETION_SLOTS = ("completion", "completion-2")
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,8 @@ class Completion:
 class CompletionEngine:
     def __init__(self, model: LoadedModel, cache_size: int = 64):
         self.model = model
+        self._slots = list(COMPLETION_SLOTS)  # most recently used by a completion first
+        self.last_slot = COMPLETION_SLOTS[0]  # where the last completion ran (its prompt is there)
         self._cache: OrderedDict[tuple, Completion] = OrderedDict()
         self._cache_size = cache_size
         self._cache_lock = threading.Lock()
@@ -85,9 +92,10 @@ class CompletionEngine:
             return _drop_indent(_unheal(codec.decode(ids), heal.text), indent)
 
         extra = {"constraint": constraint} if constraint is not None else {}
+        slot = self._slot_for(ids)
         gen = self.model.lm.generate(
             ids, max_new_tokens=limit + heal.drop, stop_ids=self.model.stop_ids, cancel=cancel,
-            stop_check=lambda ids: postprocess.stop_early(ctx, text_of(ids)), **extra)
+            stop_check=lambda ids: postprocess.stop_early(ctx, text_of(ids)), slot=slot, **extra)
         decoded = codec.decode(gen.ids)
         raw = text_of(gen.ids)
         sugg = postprocess.finish(ctx, raw, hit_token_limit=gen.stop_reason == "max_tokens")
@@ -122,14 +130,26 @@ class CompletionEngine:
         lm = self.model.lm
         if not hasattr(lm, "cached"):
             return 0  # a remote server: its own prefix cache, and a request would cost the team
-        if lm.cached(sp.ids) >= len(sp.ids) - 1:
-            # Already there (the last completion asked here): leave the cache alone, with the
-            # answer after the prompt that drafts the next line after Enter.
+        if max(lm.cached(sp.ids, slot) for slot in self._slots) >= len(sp.ids) - 1:
+            # Already there (e.g. the last completion asked here): leave the cache alone, with
+            # the answer after the prompt that drafts the next line after Enter.
             return 0
-        gen = lm.generate(sp.ids, max_new_tokens=0, stop_ids=self.model.stop_ids, cancel=cancel)
+        # Into the slot the last completion did not use: the place being worked on stays cached.
+        gen = lm.generate(sp.ids, max_new_tokens=0, stop_ids=self.model.stop_ids, cancel=cancel,
+                          slot=self._slots[-1])
         log.debug("warmed: %d prompt tokens, %d of them computed in %.0f ms", len(sp.ids),
                   len(sp.ids) - gen.reused_tokens, gen.prefill_s * 1e3)
         return len(sp.ids) - gen.reused_tokens
+
+    def _slot_for(self, ids: list[int]) -> str:
+        """The completion slot holding most of `ids` (the most recently used on a tie), now the
+        most recently used."""
+        lm = self.model.lm
+        slot = max(self._slots, key=lambda s: lm.cached(ids, s)) if hasattr(lm, "cached") else self._slots[0]
+        self._slots.remove(slot)
+        self._slots.insert(0, slot)
+        self.last_slot = slot
+        return slot
 
     # -- cache -------------------------------------------------------------------------
     def _cached(self, key, t0) -> Completion | None:

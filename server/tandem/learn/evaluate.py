@@ -194,7 +194,7 @@ def evaluate_model(model, sites: list[CutSite], settings: Settings | None = None
         samples.append({"file": site.file, "line": site.line + 1, "want": want.strip(), "got": got.strip(),
                         "exact": exact[-1], "prompt_tokens": tokens})
         if teacher is not None and not (cancel and cancel.is_set()):
-            teacher.add(*_line_ids(engine, site, settings, context), slot="completion")
+            teacher.add(*_line_ids(engine, site, settings, context), slot=engine.last_slot)
         if on_site:
             on_site(n + 1, len(sites))
     loss, accuracy, scored = teacher.result() if teacher is not None else (None, None, 0)
