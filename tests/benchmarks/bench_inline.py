@@ -178,6 +178,7 @@ async def rest_latency(model: str | None, places, rests: list[float], warm: bool
             t0 = time.perf_counter()
             await s.complete(here, line, col + 2, timeout=300)
             out["back"].append((time.perf_counter() - t0) * 1000)
+        out["rss_mb"] = psutil.Process(s.client._server.pid).memory_info().rss / 2**20
     return out
 
 
@@ -244,6 +245,7 @@ def main():
         print("Typed at a place, rested 3 s in another edited file, came back and typed at once:")
         print(summary("back, warmAtCursor off", off["back"]))
         print(summary("back, warmAtCursor on", on["back"]) + f"  (p50 x{pct(on['back'], 50) / pct(off['back'], 50):.2f})")
+        print(f"server resident memory at the end: off {off['rss_mb']:.0f} MiB, on {on['rss_mb']:.0f} MiB")
         print(f"load average at the end {os.getloadavg()[0]:.2f}")
         return
 
