@@ -58,7 +58,10 @@ class Warmer:
         self.stand_down()
         if not self._wanted(uri):
             return
-        self._task = asyncio.get_running_loop().create_task(self._warm_later(uri, line, character))
+        try:
+            self._task = asyncio.get_running_loop().create_task(self._warm_later(uri, line, character))
+        except RuntimeError:  # no event loop (a handler called outside the server): nothing to do
+            self._task = None
 
     def _wanted(self, uri: str) -> bool:
         ls = self.ls
