@@ -573,6 +573,30 @@ def train_threads(cfg: LearnConfig) -> int:
 
 # -- the whole run ---------------------------------------------------------------------------
 
+def memory_warning(weights: int, available: int | None) -> str | None:
+    """A word before a run that may not fit in memory. Peaks measured on 2 cores (README, the
+    run's whole process group, the builder included): 9.4 GiB for the 0.5B's 1.8 GiB of float32
+    weights, 17.6 GiB for the 1.5B's 5.8 GiB; about 5.5 GiB + 2.1x the weights."""
+    need = 5.5 * 2**30 + 2.1 * weights
+    if available is None or available >= need:
+        return None
+    return (f"this run may need about {need / 2**30:.0f} GiB of memory at its peak (the build of the tuned "
+            f"model); {available / 2**30:.1f} GiB are available now. If it runs out, the run stops with a "
+            "message and the model that serves stays as it is; closing other programs helps.")
+
+
+def _available_memory() -> int | None:
+    """MemAvailable from /proc/meminfo (Linux), in bytes; None elsewhere."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def _check_disk(path: Path, need_bytes: int) -> None:
     free = shutil.disk_usage(path).free
     if free < need_bytes:
@@ -662,6 +686,8 @@ def _learn(coll, train_files, held, sites, key, resume, bundle, hf_dir, run, vid
     _check_disk(run, 3 * weights + (64 << 20))
     emit("phase", phase="collect", message=coll.summary(), train_files=len(train_files),
          heldout_files=len(held), sites=len(sites))
+    if (warning := memory_warning(weights, _available_memory())) is not None:
+        emit("phase", phase="collect", message=warning, warning=True)
 
     # Other files' context, as the server gathers it for a document of this workspace (the
     # same seam, index and budget split), in the evaluation's prompts and the training examples.

@@ -586,3 +586,17 @@ def test_training_threads_leave_the_cores_other_work_uses():
         for p in spinners:
             p.kill()
             p.wait(timeout=10)
+
+
+def test_a_run_that_may_not_fit_in_memory_is_told_so_first():
+    from tandem_models.learn import _available_memory, memory_warning
+
+    gib = 2**30
+    one_five_b = int(5.75 * gib)  # the 1.5B's float32 weights
+    assert memory_warning(one_five_b, 32 * gib) is None
+    msg = memory_warning(one_five_b, 12 * gib)
+    assert "about 18 GiB" in msg and "12.0 GiB are available" in msg and "stays as it is" in msg
+    assert memory_warning(int(1.84 * gib), 12 * gib) is None  # the 0.5B fits
+    assert memory_warning(one_five_b, None) is None  # not knowable here: no word
+    free = _available_memory()
+    assert free is None or free > 0

@@ -138,6 +138,8 @@ def register(server) -> None:
                     continue
                 if ev.get("event") in ("done", "error", "cancelled"):
                     outcome.update(ev)
+                if ev.get("warning") and ev.get("message"):  # e.g. the run may not fit in memory
+                    ls.tell(f"Learning: {ev['message']}", types.MessageType.Warning)
                 if progress:
                     msg, _ = _progress_message(ev)
                     pct = min(99, int(100 * (time.monotonic() - started) / max(1.0, total_s)))
