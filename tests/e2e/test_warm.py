@@ -92,3 +92,22 @@ async def test_reading_selecting_and_the_setting_off_warm_nothing(tiny_model):
         await wait_status(s, lambda st: st["settings"]["warmAtCursor"] is True, "the setting")
         await asyncio.wait_for(cursor_moved(s, "file:///w/edit.py", 4, 4), 10)
         await wait_status(s, lambda st: st["warm"]["warmed"] == 1, "the warm")
+
+
+async def test_a_stub_offered_the_docstring_action_is_not_warmed(tiny_model):
+    """On a stub the docstring action is offered for, the user is about to take it: no warm
+    competes with its candidates."""
+    stub = 'def square(x):\n    """Return x multiplied by itself.\n\n    >>> square(3)\n    9\n    """\n    ...\n'
+    async with tandem(settings={"modelPath": str(tiny_model), "functionPrompt": "fim"}) as s:
+        await s.wait_for_state("ready")
+        s.open("file:///w/stub.py", CORPUS + "\n\n" + stub)
+        s.change("file:///w/stub.py", (0, 0), (0, 0), "# edited\n")
+        line = ("# edited\n" + CORPUS + "\n\n").count("\n")
+        actions = await asyncio.wait_for(cursor_moved(s, "file:///w/stub.py", line, 6), 10)
+        assert any(a.title == "Generate function from docstring" for a in actions or [])
+        await asyncio.sleep(1.0)  # well past the rest the server waits for
+        assert (await status(s))["warm"]["warmed"] == 0
+        # One line further down, in the body's `...`, no action: the cursor rests, and is warmed.
+        actions = await asyncio.wait_for(cursor_moved(s, "file:///w/stub.py", line + 6, 7), 10)
+        assert not any(a.title == "Generate function from docstring" for a in actions or [])
+        await wait_status(s, lambda st: st["warm"]["warmed"] == 1, "the warm")

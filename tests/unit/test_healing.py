@@ -148,7 +148,8 @@ class ConstrainedLM:
     def __init__(self, lm):
         self.lm, self.calls = lm, []
 
-    def generate(self, prompt, *, max_new_tokens, stop_ids, cancel=None, stop_check=None, constraint=None):
+    def generate(self, prompt, *, max_new_tokens, stop_ids, cancel=None, stop_check=None, constraint=None,
+                 slot="completion"):
         from tandem.model.runtime import Generation
 
         self.calls.append((list(prompt), constraint))

@@ -26,16 +26,21 @@ def register(server) -> None:
     @server.feature(types.TEXT_DOCUMENT_CODE_ACTION,
                     types.CodeActionOptions(code_action_kinds=kinds, resolve_provider=True))
     def code_action(ls, params: types.CodeActionParams):
-        start, end = params.range.start, params.range.end
-        if (start.line, start.character) == (end.line, end.character):
-            # The editor asks on every cursor move (the light bulb): the cursor is here.
-            ls.warmer.cursor_at(params.text_document.uri, start.line, start.character)
         found: list[types.CodeAction] = []
         for provider in (generate_function.actions, _explain_actions):
             try:
                 found.extend(provider(ls, params))
             except Exception:  # one broken provider must not hide the others' actions
                 log.exception("listing code actions failed in %s", getattr(provider, "__name__", provider))
+        start, end = params.range.start, params.range.end
+        if (start.line, start.character) == (end.line, end.character):
+            # The editor asks on every cursor move (the light bulb): the cursor is here. On a
+            # stub the docstring action is offered for, the user is about to take it: no warm
+            # to compete with its candidates.
+            if any(a.title == generate_function.TITLE for a in found):
+                ls.warmer.stand_down()
+            else:
+                ls.warmer.cursor_at(params.text_document.uri, start.line, start.character)
         return found or None
 
     @server.feature(types.CODE_ACTION_RESOLVE)
