@@ -126,6 +126,26 @@ async def lsp_latency(model: str | None, runs: int, settings: dict):
     return out, single, multi
 
 
+def sample_stubs(n: int) -> list[tuple[str, str, int]]:
+    """Functions of stdlib modules with a docstring, their body after it replaced by `...`:
+    (name, the module's text, the def line). Places for "Generate function from docstring"."""
+    import ast
+    import shutil, textwrap, json.encoder as je, argparse as ap, inspect as ins  # noqa: E401
+    stubs = []
+    for mod in (textwrap, shutil, je, ap, ins):
+        src = Path(mod.__file__).read_text()
+        lines = src.split("\n")
+        for node in ast.parse(src).body:
+            if (isinstance(node, ast.FunctionDef) and ast.get_docstring(node) and len(node.body) > 1
+                    and node.lineno > 40 and len(stubs) < n):
+                doc_end = node.body[0].end_lineno
+                indent = " " * node.body[0].col_offset
+                text = "\n".join(lines[:doc_end] + [indent + "..."] + lines[node.end_lineno:])
+                stubs.append((f"{mod.__name__}.{node.name}", text, node.lineno - 1))
+                break  # one per module, then the next module
+    return stubs
+
+
 async def rest_latency(model: str | None, places, rests: list[float], warm: bool) -> dict:
     """The first keystroke at a new place after the cursor rested there: in a file the user has
     edited, the cursor moves to a place (the editor asks for code actions there, as VS Code
@@ -179,6 +199,24 @@ async def rest_latency(model: str | None, places, rests: list[float], warm: bool
             t0 = time.perf_counter()
             await s.complete(here, line, col + 2, timeout=300)
             out["back"].append((time.perf_counter() - t0) * 1000)
+        # "Generate function from docstring" after the cursor rested 4 s on the stub's def line
+        # (in an edited file): the action's prompt is what gets warmed there.
+        out["function"] = []
+        for i, (name, text, line) in enumerate(sample_stubs(len(places))):
+            uri = f"file:///bench/stub-{i}.py"
+            s.open(uri, text)
+            s.change(uri, (0, 0), (0, 0), "# \n")
+            pos = types.Position(line + 1, 4)
+            actions = await asyncio.wait_for(s.client.text_document_code_action_async(types.CodeActionParams(
+                text_document=types.TextDocumentIdentifier(uri=uri), range=types.Range(pos, pos),
+                context=types.CodeActionContext(diagnostics=[], trigger_kind=types.CodeActionTriggerKind.Automatic))), 30)
+            action = next((a for a in actions or [] if a.title == "Generate function from docstring"), None)
+            if action is None:
+                continue
+            await asyncio.sleep(4.0)
+            t0 = time.perf_counter()
+            await asyncio.wait_for(s.client.code_action_resolve_async(action), 300)
+            out["function"].append((time.perf_counter() - t0) * 1000)
         out["rss_mb"] = psutil.Process(s.client._server.pid).memory_info().rss / 2**20
     return out
 
@@ -246,6 +284,10 @@ def main():
         print("Typed at a place, rested 3 s in another edited file, came back and typed at once:")
         print(summary("back, warmAtCursor off", off["back"]))
         print(summary("back, warmAtCursor on", on["back"]) + f"  (p50 x{pct(on['back'], 50) / pct(off['back'], 50):.2f})")
+        print('"Generate function from docstring" after the cursor rested 4 s on the stub (stdlib functions):')
+        print(summary("function, warmAtCursor off", off["function"]))
+        print(summary("function, warmAtCursor on", on["function"]) +
+              f"  (p50 x{pct(on['function'], 50) / pct(off['function'], 50):.2f})")
         print(f"server resident memory at the end: off {off['rss_mb']:.0f} MiB, on {on['rss_mb']:.0f} MiB")
         print(f"load average at the end {os.getloadavg()[0]:.2f}")
         return

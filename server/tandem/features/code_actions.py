@@ -35,12 +35,10 @@ def register(server) -> None:
         start, end = params.range.start, params.range.end
         if (start.line, start.character) == (end.line, end.character):
             # The editor asks on every cursor move (the light bulb): the cursor is here. On a
-            # stub the docstring action is offered for, the user is about to take it: no warm
-            # to compete with its candidates.
-            if any(a.title == generate_function.TITLE for a in found):
-                ls.warmer.stand_down()
-            else:
-                ls.warmer.cursor_at(params.text_document.uri, start.line, start.character)
+            # stub the docstring action is offered for, the user is about to take it: its
+            # prompt is the one to warm.
+            stub = any(a.title == generate_function.TITLE and a.disabled is None for a in found)
+            ls.warmer.cursor_at(params.text_document.uri, start.line, start.character, stub=stub)
         return found or None
 
     @server.feature(types.CODE_ACTION_RESOLVE)

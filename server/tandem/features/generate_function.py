@@ -135,17 +135,46 @@ async def resolve(ls, action: types.CodeAction) -> types.CodeAction:
     return action
 
 
-async def _write(ls, model, uri: str, text: str, stub: Stub, cancel: threading.Event, token: str | None):
-    """Candidates until one passes every example (or none can be run), at most the setting."""
+async def _prepare(ls, model, uri: str, text: str, stub: Stub, cancel: threading.Event, priority: Priority):
+    """The candidates' prompt (a FunctionJob), as the settings say; on the inference service."""
     settings = ls.settings
     mode = settings.functionPrompt
     if mode == "auto":
         mode = "chat" if model.chat is not None else "fim"
     # Definitions the file imports from other files, as for completions (tandem/context).
     context = await gather_context(ls, uri, text, stub.doc_end)
-    job = await ls.inference.run(Priority.FUNCTION, prepare, model, text, stub, mode,
-                                 settings.contextTokens, settings.prefixShare, context, settings.contextShare,
-                                 cancel=cancel, name="function-prepare")
+    return await ls.inference.run(priority, prepare, model, text, stub, mode, settings.contextTokens,
+                                  settings.prefixShare, context, settings.contextShare, cancel=cancel,
+                                  name="function-prepare")
+
+
+def _prefill(model, job, cancel: threading.Event) -> int:
+    """Run the candidates' prompt through the model into their cache slot, without generating
+    (a warm); how many tokens were computed (0: the slot held it already)."""
+    lm = model.lm
+    if not hasattr(lm, "cached") or lm.cached(job.prompt_ids, "function") >= len(job.prompt_ids) - 1:
+        return 0
+    gen = lm.generate(job.prompt_ids, max_new_tokens=0, stop_ids=model.stop_ids, cancel=cancel, slot="function")
+    return len(job.prompt_ids) - gen.reused_tokens
+
+
+async def warm(ls, engine, uri: str, offset: int, cancel: threading.Event) -> int | None:
+    """The cursor rests on a stub the action is offered for (features/warm.py): compute the
+    prompt its first candidate will run, so that taking the action starts decoding at once.
+    Tokens computed; None when there is no stub there any more."""
+    doc = ls.workspace.text_documents.get(uri)
+    stub = find_stub(doc.source, offset) if doc is not None else None
+    if stub is None or len(stub.docstring) > MAX_DOCSTRING_CHARS:
+        return None
+    job = await _prepare(ls, engine.model, uri, doc.source, stub, cancel, Priority.WARM)
+    return await ls.inference.run(Priority.WARM, _prefill, engine.model, job, cancel, cancel=cancel,
+                                  preemptible=True, name="warm-function")
+
+
+async def _write(ls, model, uri: str, text: str, stub: Stub, cancel: threading.Event, token: str | None):
+    """Candidates until one passes every example (or none can be run), at most the setting."""
+    settings = ls.settings
+    job = await _prepare(ls, model, uri, text, stub, cancel, Priority.FUNCTION)
     limit = settings.functionCandidates or (8 if model.device == "cuda" else 4)
     note = None
     checking = settings.verifyExamples and bool(job.examples) and job.runnable is None

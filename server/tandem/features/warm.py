@@ -8,7 +8,9 @@ light bulb) each time the cursor moves. When the cursor has rested at one place 
 completion there would send through the model, without generating (`CompletionEngine.warm`),
 so the first completion after the user starts typing there reuses it. Any completion (and a
 docstring candidate) takes the model first: the warm steps aside within one prefill pass and
-keeps what it computed. Local models only (a team's server has its own prefix cache);
+keeps what it computed. On a stub the "Generate function from docstring" action is offered
+for, the prompt warmed is that action's, in its own cache slot, so taking the action starts
+decoding at once. Local models only (a team's server has its own prefix cache);
 `tandem.warmAtCursor` false turns it off.
 
 Browsing is not warmed: documents not changed in the last `EDITED_WITHIN_S` (a library file
@@ -25,6 +27,7 @@ import time
 from ..inference import Priority
 from ..model.backend import Cancelled
 from ..text import offset_at
+from . import generate_function
 from .context import block_for
 
 log = logging.getLogger(__name__)
@@ -53,13 +56,14 @@ class Warmer:
         if self._task is not None and not self._task.done():
             self._task.cancel()
 
-    def cursor_at(self, uri: str, line: int, character: int) -> None:
-        """The editor says the cursor is here (a code-action request for an empty range)."""
+    def cursor_at(self, uri: str, line: int, character: int, stub: bool = False) -> None:
+        """The editor says the cursor is here (a code-action request for an empty range);
+        `stub`: on a stub the docstring action is offered for, whose prompt is warmed instead."""
         self.stand_down()
         if not self._wanted(uri):
             return
         try:
-            self._task = asyncio.get_running_loop().create_task(self._warm_later(uri, line, character))
+            self._task = asyncio.get_running_loop().create_task(self._warm_later(uri, line, character, stub))
         except RuntimeError:  # no event loop (a handler called outside the server): nothing to do
             self._task = None
 
@@ -72,7 +76,7 @@ class Warmer:
         changed = self._edited.get(uri)
         return changed is not None and time.monotonic() - changed < EDITED_WITHIN_S
 
-    async def _warm_later(self, uri: str, line: int, character: int) -> None:
+    async def _warm_later(self, uri: str, line: int, character: int, stub: bool) -> None:
         await asyncio.sleep(WARM_DELAY_S)
         ls = self.ls
         engine, doc = ls.engine, ls.workspace.text_documents.get(uri)
@@ -80,14 +84,19 @@ class Warmer:
             return  # unloaded, closed, or a completion is already running
         text = doc.source
         offset = offset_at(text, line, character, ls.encoding)
-        key = (uri, doc.version, offset, id(engine))
+        key = (uri, doc.version, offset, id(engine), stub)
         if key == self._done:
             return
-        block = await block_for(ls, engine.model, uri, text, offset)
         cancel = threading.Event()
         try:
-            computed = await ls.inference.run(Priority.WARM, engine.warm, text, offset, ls.settings, cancel, block,
-                                              cancel=cancel, preemptible=True, name="warm")
+            if stub:  # the docstring action's prompt, in its own cache slot
+                computed = await generate_function.warm(ls, engine, uri, offset, cancel)
+                if computed is None:
+                    return
+            else:
+                block = await block_for(ls, engine.model, uri, text, offset)
+                computed = await ls.inference.run(Priority.WARM, engine.warm, text, offset, ls.settings, cancel,
+                                                  block, cancel=cancel, preemptible=True, name="warm")
         except Cancelled:  # a completion or a docstring candidate took the model
             self.stats["stepped_aside"] += 1
             return
@@ -102,4 +111,5 @@ class Warmer:
         self.stats["tokens"] += computed
         # Once at INFO, so the editor's log shows the feature at work; then at DEBUG.
         (log.debug if self.stats["warmed"] > 1 else log.info)(
-            "warmed the prompt where the cursor rests (%d tokens computed; tandem.warmAtCursor)", computed)
+            "warmed the prompt where the cursor rests (%d tokens computed%s; tandem.warmAtCursor)", computed,
+            ", the docstring action's" if stub else "")
