@@ -89,6 +89,12 @@ bench: model
 	$(BIN)/python tests/benchmarks/bench_engine.py --device $(if $(filter gpu,$(ORT_EXTRA)),cuda,cpu)
 	$(BIN)/python tests/benchmarks/bench_inline.py
 
+# The first keystroke (and the docstring action) after the cursor rested at a new place,
+# tandem.warmAtCursor on and off, through the LSP (~10 min on 2 cores).
+.PHONY: bench-warm
+bench-warm: model
+	$(BIN)/python tests/benchmarks/bench_inline.py --runs 6 --rest 0.5,1,2,4
+
 # N concurrent editor sessions against one shared llama.cpp server on loopback (tiny model).
 bench-teams: setup llama-server
 	$(BIN)/python tests/benchmarks/bench_teams.py
