@@ -41,7 +41,7 @@ class Warmer:
         self.ls = ls
         self._task: asyncio.Task | None = None
         self._edited: dict[str, float] = {}  # uri -> when it last changed
-        self._done: tuple | None = None  # (uri, version, offset) of the last finished warm
+        self._done: tuple | None = None  # (uri, version, offset, engine, stub) of the last finished warm
         self.stats = {"warmed": 0, "tokens": 0, "stepped_aside": 0}
 
     def edited(self, uri: str) -> None:
@@ -103,8 +103,8 @@ class Warmer:
         except asyncio.CancelledError:  # the cursor moved on, or a completion was asked for
             self.stats["stepped_aside"] += 1
             raise
-        except Exception:
-            log.exception("warming the cache failed")
+        except Exception as e:  # as for a completion: a GPU lost here moves the model to the CPU
+            ls.on_inference_error(e)
             return
         self._done = key
         self.stats["warmed"] += 1
