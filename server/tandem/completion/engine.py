@@ -121,15 +121,13 @@ class CompletionEngine:
         before the cursor are then reused, and the whole prompt when the editor asks at this
         very place. Returns how many prompt tokens were computed (0: all were in the cache).
         `cancel` stops it within one prefill pass; what was computed by then is kept."""
-        if len(text) > MAX_DOCUMENT_CHARS:
-            return 0
+        lm = self.model.lm
+        if not hasattr(lm, "cached") or len(text) > MAX_DOCUMENT_CHARS:
+            return 0  # a remote server has its own prefix cache, and a request would cost the team
         offset = max(0, min(offset, len(text)))
         head = tuple(context.ids) if context is not None else ()
         sp = serving_prompt(self.model.codec, self.model.fim, text[:offset], text[offset:], settings.contextTokens,
                             settings.prefixShare, head, heal=self._heals())
-        lm = self.model.lm
-        if not hasattr(lm, "cached"):
-            return 0  # a remote server: its own prefix cache, and a request would cost the team
         if max(lm.cached(sp.ids, slot) for slot in self._slots) >= len(sp.ids) - 1:
             # Already there (e.g. the last completion asked here): leave the cache alone, with
             # the answer after the prompt that drafts the next line after Enter.
