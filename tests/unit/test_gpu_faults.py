@@ -171,3 +171,40 @@ def test_the_shells_version_commands_act_on_the_model_the_editor_serves(tiny_mod
     assert learn_main([str(tmp_path / "no-such-workspace"), "--json", "--no-promote"]) != 0
     out = capsys.readouterr().out  # it stops early: the fake 1.5B has no checkpoint to train
     assert f"{big} has no Hugging Face checkpoint" in out
+
+
+def test_a_gpu_lost_while_warming_is_handled_as_during_a_completion(monkeypatch):
+    """A warm (the cursor resting, features/warm.py) that meets the runtime's failure goes
+    through the server's on_inference_error, as a completion does: on a GPU, that moves the
+    model to the CPU (the test above)."""
+    from tandem.features import warm
+    from tandem.server import create_server
+
+    server = create_server()
+    server.protocol._send_data = lambda m: None
+    next(server.protocol.lsp_initialize(types.InitializeParams(capabilities=types.ClientCapabilities())))
+    server.settings = dataclasses.replace(server.settings, contextShare=0.0)  # no context block to gather
+    errors: list = []
+    server.on_inference_error = errors.append
+    monkeypatch.setattr(warm, "WARM_DELAY_S", 0.01)
+    lost = BackendError("CUDA error: an illegal memory access was encountered")
+
+    class Engine:  # the engine on a GPU that has just gone away
+        model = type("Model", (), {"device": "cuda"})()
+
+        def warm(self, *args):
+            raise lost
+
+    uri = "file:///w/a.py"
+    server.workspace.put_text_document(types.TextDocumentItem(uri=uri, language_id="python", version=1,
+                                                              text="def f():\n    return 1\n"))
+    server.engine = Engine()
+
+    async def scenario():
+        server.warmer.edited(uri)
+        server.warmer.cursor_at(uri, 1, 11)
+        await asyncio.wait_for(server.warmer._task, 10)
+
+    asyncio.run(scenario())
+    assert errors == [lost] and server.warmer.stats["warmed"] == 0
+    server.inference.shutdown()
