@@ -23,7 +23,7 @@ class Settings:
     contextTokens: int = 1536  # prompt budget for the text around the cursor
     prefixShare: float = 0.7  # of that budget, the share for text before the cursor
     debounceMs: int = 150  # read by editor clients; the server cancels stale work itself
-    warmAtCursor: bool = True  # prefill where the cursor rests in an edited document (features/warm.py)
+    warmAtCursor: bool = True  # prefill where the cursor rests while the user edits (features/warm.py)
     # "Generate function from docstring"
     functionCandidates: int = 0  # bodies to try at most; 0: 8 on a GPU, 4 on a CPU
     verifyExamples: bool = True  # run the docstring's examples against each candidate (sandboxed)

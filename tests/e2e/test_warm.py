@@ -112,3 +112,26 @@ async def test_on_a_stub_the_docstring_actions_prompt_is_warmed_and_the_action_s
         assert resolved.title == "Generate function from docstring: 1/1 examples pass"
         [edit] = resolved.edit.changes[uri] if resolved.edit.changes else resolved.edit.document_changes[0].edits
         assert "return x * x" in edit.new_text
+
+
+async def test_a_project_file_opened_while_editing_is_warmed_a_file_outside_is_not(tiny_model, tmp_path):
+    """While the user edits some document, a file of the workspace opened to work in is warmed
+    before its first edit; a file outside the workspace (a library opened to read) is not."""
+    root = tmp_path / "project"
+    root.mkdir()
+    async with tandem(settings={"modelPath": str(tiny_model)}, root=root) as s:
+        await s.wait_for_state("ready")
+        outside = "file:///elsewhere/lib.py"
+        s.open(outside, TEXT)
+        await asyncio.wait_for(cursor_moved(s, outside, 3, 4), 10)
+        await asyncio.sleep(1.0)
+        assert (await status(s))["warm"]["warmed"] == 0  # nothing is being edited, and it is not ours
+        a, b = (root / "a.py").as_uri(), (root / "b.py").as_uri()
+        s.open(a, TEXT)
+        s.change(a, (0, 0), (0, 0), "# edited\n")
+        s.open(b, TEXT)  # opened, not edited
+        await asyncio.wait_for(cursor_moved(s, outside, 4, 4), 10)
+        await asyncio.sleep(1.0)
+        assert (await status(s))["warm"]["warmed"] == 0  # still not ours, edits elsewhere or not
+        await asyncio.wait_for(cursor_moved(s, b, 3, 4), 10)
+        await wait_status(s, lambda st: st["warm"]["warmed"] == 1, "the warm of the project file")

@@ -13,9 +13,11 @@ for, the prompt warmed is that action's, in its own cache slot, so taking the ac
 decoding at once. Local models only (a team's server has its own prefix cache);
 `tandem.warmAtCursor` false turns it off.
 
-Browsing is not warmed: documents not changed in the last `EDITED_WITHIN_S` (a library file
-opened to read) and selections (a range, not a cursor) are left alone, as is a place already
-warmed at the same document version.
+Browsing is not warmed: a document is warmed when it changed in the last `EDITED_WITHIN_S`, or
+when it lies in a workspace folder while the user has changed some document in that time (a
+file of the project opened to work in); a library file opened to read while nothing is being
+edited, files outside the workspace that were not edited, and selections (a range, not a
+cursor) are left alone, as is a place already warmed at the same document version.
 """
 from __future__ import annotations
 
@@ -40,7 +42,7 @@ class Warmer:
     def __init__(self, ls):
         self.ls = ls
         self._task: asyncio.Task | None = None
-        self._edited: dict[str, float] = {}  # uri -> when it last changed
+        self._edited: dict[str, float] = {}  # uri -> when it last changed (open documents)
         self._done: tuple | None = None  # (uri, version, offset, engine, stub) of the last finished warm
         self.stats = {"warmed": 0, "tokens": 0, "stepped_aside": 0}
 
@@ -73,8 +75,17 @@ class Warmer:
             return False
         if ls.engine is None or ls.engine.model.device == "remote":
             return False
+        now = time.monotonic()
         changed = self._edited.get(uri)
-        return changed is not None and time.monotonic() - changed < EDITED_WITHIN_S
+        if changed is not None and now - changed < EDITED_WITHIN_S:
+            return True
+        editing = any(now - t < EDITED_WITHIN_S for t in self._edited.values())
+        return editing and self._in_workspace(uri)
+
+    def _in_workspace(self, uri: str) -> bool:
+        ws = self.ls.workspace
+        roots = [f.uri for f in ws.folders.values()] or ([ws.root_uri] if ws.root_uri else [])
+        return any(uri.startswith(r.rstrip("/") + "/") for r in roots if r and r.startswith("file:"))
 
     async def _warm_later(self, uri: str, line: int, character: int, stub: bool) -> None:
         await asyncio.sleep(WARM_DELAY_S)
