@@ -10,6 +10,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 
+from ..model.backend import prefill
 from ..model.loaded import LoadedModel
 from ..settings import Settings
 from . import healing, postprocess
@@ -121,23 +122,18 @@ class CompletionEngine:
         before the cursor are then reused, and the whole prompt when the editor asks at this
         very place. Returns how many prompt tokens were computed (0: all were in the cache).
         `cancel` stops it within one prefill pass; what was computed by then is kept."""
-        lm = self.model.lm
-        if not hasattr(lm, "cached") or len(text) > MAX_DOCUMENT_CHARS:
+        if not hasattr(self.model.lm, "cached") or len(text) > MAX_DOCUMENT_CHARS:
             return 0  # a remote server has its own prefix cache, and a request would cost the team
         offset = max(0, min(offset, len(text)))
         head = tuple(context.ids) if context is not None else ()
         sp = serving_prompt(self.model.codec, self.model.fim, text[:offset], text[offset:], settings.contextTokens,
                             settings.prefixShare, head, heal=self._heals())
-        if max(lm.cached(sp.ids, slot) for slot in self._slots) >= len(sp.ids) - 1:
-            # Already there (e.g. the last completion asked here): leave the cache alone, with
-            # the answer after the prompt that drafts the next line after Enter.
-            return 0
-        # Into the slot the last completion did not use: the place being worked on stays cached.
-        gen = lm.generate(sp.ids, max_new_tokens=0, stop_ids=self.model.stop_ids, cancel=cancel,
-                          slot=self._slots[-1])
-        log.debug("warmed: %d prompt tokens, %d of them computed in %.0f ms", len(sp.ids),
-                  len(sp.ids) - gen.reused_tokens, gen.prefill_s * 1e3)
-        return len(sp.ids) - gen.reused_tokens
+        # Into the slot the last completion did not use, so the place being worked on stays
+        # cached; nothing when a slot holds it already (e.g. the last completion asked here: its
+        # answer stays after the prompt, to draft the next line after Enter).
+        computed = prefill(self.model.lm, sp.ids, self._slots[-1], self.model.stop_ids, cancel, self._slots)
+        log.debug("warmed: %d prompt tokens, %d of them computed", len(sp.ids), computed)
+        return computed
 
     def _slot_for(self, ids: list[int]) -> str:
         """The completion slot holding most of `ids` (the most recently used on a tie), now the

@@ -15,11 +15,11 @@ import uuid
 
 from lsprotocol import types
 
-from ..generate.function import Candidate, checked_module, generate_candidate, prepare
+from ..generate.function import SLOT, Candidate, checked_module, generate_candidate, prepare
 from ..generate.sandbox import Limits, Verdict, run_examples, scrub
 from ..generate.stub import MAX_DOCSTRING_CHARS, Stub, find_stub
 from ..inference import Priority
-from ..model.backend import Cancelled
+from ..model.backend import Cancelled, prefill
 from ..provenance.store import Generated
 from ..text import offset_at, position_at
 from .context import gather_context
@@ -148,16 +148,6 @@ async def _prepare(ls, model, uri: str, text: str, stub: Stub, cancel: threading
                                   name="function-prepare")
 
 
-def _prefill(model, job, cancel: threading.Event) -> int:
-    """Run the candidates' prompt through the model into their cache slot, without generating
-    (a warm); how many tokens were computed (0: the slot held it already)."""
-    lm = model.lm
-    if not hasattr(lm, "cached") or lm.cached(job.prompt_ids, "function") >= len(job.prompt_ids) - 1:
-        return 0
-    gen = lm.generate(job.prompt_ids, max_new_tokens=0, stop_ids=model.stop_ids, cancel=cancel, slot="function")
-    return len(job.prompt_ids) - gen.reused_tokens
-
-
 async def warm(ls, engine, uri: str, offset: int, cancel: threading.Event) -> int | None:
     """The cursor rests on a stub the action is offered for (features/warm.py): compute the
     prompt its first candidate will run, so that taking the action starts decoding at once.
@@ -166,9 +156,10 @@ async def warm(ls, engine, uri: str, offset: int, cancel: threading.Event) -> in
     stub = find_stub(doc.source, offset) if doc is not None else None
     if stub is None or len(stub.docstring) > MAX_DOCSTRING_CHARS:
         return None
-    job = await _prepare(ls, engine.model, uri, doc.source, stub, cancel, Priority.WARM)
-    return await ls.inference.run(Priority.WARM, _prefill, engine.model, job, cancel, cancel=cancel,
-                                  preemptible=True, name="warm-function")
+    model = engine.model
+    job = await _prepare(ls, model, uri, doc.source, stub, cancel, Priority.WARM)
+    return await ls.inference.run(Priority.WARM, prefill, model.lm, job.prompt_ids, SLOT, model.stop_ids,
+                                  cancel, cancel=cancel, preemptible=True, name="warm-function")
 
 
 async def _write(ls, model, uri: str, text: str, stub: Stub, cancel: threading.Event, token: str | None):

@@ -29,6 +29,7 @@ CHAT_INSTRUCTION = ("Write the body of the Python function below so that it does
 TOP_LEVEL_KINDS = {"import_statement", "import_from_statement", "future_import_statement",
                    "function_definition", "class_definition", "decorated_definition"}
 CHARS_PER_CONTEXT_TOKEN = 3  # for sizing the chat prompt's context from the token budget
+SLOT = "function"  # the candidates' KV cache slot (a warm fills it ahead: features/warm.py)
 
 
 @dataclass
@@ -165,7 +166,7 @@ def generate_candidate(model: LoadedModel, job: FunctionJob, index: int, max_tok
         return _cut(codec.decode(ids), job.def_cols)[1]
 
     gen = model.lm.generate(job.prompt_ids, max_new_tokens=max_tokens, stop_ids=model.stop_ids,
-                            cancel=cancel, stop_check=stop, sampling=sampling, slot="function")
+                            cancel=cancel, stop_check=stop, sampling=sampling, slot=SLOT)
     raw = codec.decode(gen.ids)
     kept, _ = _cut(raw, job.def_cols)
     body_lines = _reindent(kept, job.stub.body_indent)

@@ -151,22 +151,30 @@ def log_normalizer(logits: np.ndarray, scratch: np.ndarray | None = None) -> tup
     return m + math.log(float(scratch.sum(dtype=np.float64))), scratch
 
 
-def common_prefix(cached: list[int], prompt: list[int]) -> int:
-    """How many leading prompt tokens a cache holding `cached` can keep; at least one prompt
-    token is always run, since its logits start the generation."""
-    limit = min(len(prompt) - 1, len(cached))
-    n = 0
-    while n < limit and cached[n] == prompt[n]:
-        n += 1
-    return n
-
-
 def held(cached: list[int], prompt: list[int]) -> int:
     """How many leading tokens of `prompt` a cache holding `cached` has computed."""
     n, limit = 0, min(len(cached), len(prompt))
     while n < limit and cached[n] == prompt[n]:
         n += 1
     return n
+
+
+def common_prefix(cached: list[int], prompt: list[int]) -> int:
+    """How many leading prompt tokens a cache holding `cached` can keep; at least one prompt
+    token is always run, since its logits start the generation."""
+    return min(held(cached, prompt), max(len(prompt) - 1, 0))
+
+
+def prefill(lm: "Backend", prompt: list[int], slot: str, stop_ids: set[int], cancel: threading.Event | None = None,
+            holders: tuple[str, ...] = ()) -> int:
+    """Run `prompt` into cache slot `slot` without generating (a warm, ahead of the request that
+    will use it), unless `slot` or one of `holders` already holds it. Returns how many prompt
+    tokens were computed: 0 when held already, or for a backend without cache slots (a remote
+    server, whose own prefix cache is its business)."""
+    if not hasattr(lm, "cached") or max(lm.cached(prompt, s) for s in (slot, *holders)) >= len(prompt) - 1:
+        return 0
+    gen = lm.generate(prompt, max_new_tokens=0, stop_ids=stop_ids, cancel=cancel, slot=slot)
+    return len(prompt) - gen.reused_tokens
 
 
 def prefill_sizes(n: int, chunk: int, bucketed: bool = False) -> list[int]:
