@@ -119,8 +119,7 @@ async def lsp_latency(model: str | None, runs: int, settings: dict):
             enter.append((time.perf_counter() - t0) * 1000)
         out["enter"] = enter
         rss_loaded = max(rss, psutil.Process(pid).memory_info().rss)
-        status = await s.client.workspace_execute_command_async(
-            __import__("lsprotocol").types.ExecuteCommandParams(command="tandem.status"))
+        status = await s.command("tandem.status")
     out["rss_mb"] = rss_loaded / 2**20
     out["status"] = status
     return out, single, multi
@@ -152,14 +151,11 @@ async def rest_latency(model: str | None, places, rests: list[float], warm: bool
     does on every move), rests `rest` seconds, one character is typed and the editor asks for a
     completion (timed). `warm`: the server's tandem.warmAtCursor. One server per arm, so no
     arm finds another's results in the cache; every place is new to the server."""
-    from lsprotocol import types
     out: dict = {}
 
-    async def moved(uri: str, line: int, col: int) -> None:
-        pos = types.Position(line, col)
-        await asyncio.wait_for(s.client.text_document_code_action_async(types.CodeActionParams(
-            text_document=types.TextDocumentIdentifier(uri=uri), range=types.Range(pos, pos),
-            context=types.CodeActionContext(diagnostics=[], trigger_kind=types.CodeActionTriggerKind.Automatic))), 30)
+    def after(prefix: str) -> tuple[int, int]:
+        """The cursor at the end of `prefix`, in the document edited with a line on top."""
+        return prefix.count("\n") + 1, len(prefix) - prefix.rfind("\n") - 1
 
     async with tandem(settings={**({"modelPath": model} if model else {}), "warmAtCursor": warm}) as s:
         await s.wait_for_state("ready", timeout=300)
@@ -169,8 +165,8 @@ async def rest_latency(model: str | None, places, rests: list[float], warm: bool
                 uri = f"file:///bench/rest-{r}-{i}.py"
                 s.open(uri, prefix + suffix)
                 s.change(uri, (0, 0), (0, 0), "# \n")  # the user works in this file
-                line, col = prefix.count("\n") + 1, len(prefix) - prefix.rfind("\n") - 1
-                await moved(uri, line, col)
+                line, col = after(prefix)
+                await s.code_actions(uri, line, col, timeout=30)  # the cursor moved there
                 await asyncio.sleep(rest)
                 s.change(uri, (line, col), (line, col), "s")
                 t0 = time.perf_counter()
@@ -187,13 +183,12 @@ async def rest_latency(model: str | None, places, rests: list[float], warm: bool
             for uri, (_, _, p, sfx) in ((here, places[i]), (there, other)):
                 s.open(uri, p + sfx)
                 s.change(uri, (0, 0), (0, 0), "# \n")
-            line, col = prefix.count("\n") + 1, len(prefix) - prefix.rfind("\n") - 1
+            line, col = after(prefix)
             s.change(here, (line, col), (line, col), "s")
             await s.complete(here, line, col + 1, timeout=300)
-            o_line, o_col = other[2].count("\n") + 1, len(other[2]) - other[2].rfind("\n") - 1
-            await moved(there, o_line, o_col)
+            await s.code_actions(there, *after(other[2]), timeout=30)
             await asyncio.sleep(3.0)
-            await moved(here, line, col + 1)
+            await s.code_actions(here, line, col + 1, timeout=30)
             # A character the shown suggestion did not start with (else the result cache answers).
             s.change(here, (line, col + 1), (line, col + 1), "Q")
             t0 = time.perf_counter()
@@ -206,11 +201,8 @@ async def rest_latency(model: str | None, places, rests: list[float], warm: bool
             uri = f"file:///bench/stub-{i}.py"
             s.open(uri, text)
             s.change(uri, (0, 0), (0, 0), "# \n")
-            pos = types.Position(line + 1, 4)
-            actions = await asyncio.wait_for(s.client.text_document_code_action_async(types.CodeActionParams(
-                text_document=types.TextDocumentIdentifier(uri=uri), range=types.Range(pos, pos),
-                context=types.CodeActionContext(diagnostics=[], trigger_kind=types.CodeActionTriggerKind.Automatic))), 30)
-            action = next((a for a in actions or [] if a.title == "Generate function from docstring"), None)
+            actions = await s.code_actions(uri, line + 1, 4, timeout=30)
+            action = next((a for a in actions if a.title == "Generate function from docstring"), None)
             if action is None:
                 continue
             await asyncio.sleep(4.0)
@@ -276,18 +268,18 @@ def main():
         single, _ = sample_places(a.runs)
         on = asyncio.run(rest_latency(a.model, single, rests, True))
         off = asyncio.run(rest_latency(a.model, single, rests, False))
+
+        def both(name: str, key) -> None:
+            print(summary(f"{name}, warmAtCursor off", off[key]))
+            print(summary(f"{name}, warmAtCursor on", on[key]) + f"  (p50 x{pct(on[key], 50) / pct(off[key], 50):.2f})")
+
         print("\nFirst keystroke at a new place after the cursor rested there (edited file; client send -> response):")
         for rest in rests:
-            print(summary(f"rested {rest:g} s, warmAtCursor off", off[rest]))
-            print(summary(f"rested {rest:g} s, warmAtCursor on", on[rest]) +
-                  f"  (p50 x{pct(on[rest], 50) / pct(off[rest], 50):.2f})")
+            both(f"rested {rest:g} s", rest)
         print("Typed at a place, rested 3 s in another edited file, came back and typed at once:")
-        print(summary("back, warmAtCursor off", off["back"]))
-        print(summary("back, warmAtCursor on", on["back"]) + f"  (p50 x{pct(on['back'], 50) / pct(off['back'], 50):.2f})")
+        both("back", "back")
         print('"Generate function from docstring" after the cursor rested 4 s on the stub (stdlib functions):')
-        print(summary("function, warmAtCursor off", off["function"]))
-        print(summary("function, warmAtCursor on", on["function"]) +
-              f"  (p50 x{pct(on['function'], 50) / pct(off['function'], 50):.2f})")
+        both("function", "function")
         print(f"server resident memory at the end: off {off['rss_mb']:.0f} MiB, on {on['rss_mb']:.0f} MiB")
         print(f"load average at the end {os.getloadavg()[0]:.2f}")
         return

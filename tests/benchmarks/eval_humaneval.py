@@ -28,7 +28,7 @@ from lsprotocol import types  # noqa: E402
 
 from tandem.generate.sandbox import Limits, run_examples  # noqa: E402
 from tests.e2e.harness import tandem  # noqa: E402
-from tests.e2e.test_generate_function import TITLE, action_params, apply  # noqa: E402
+from tests.e2e.test_generate_function import TITLE, apply  # noqa: E402
 
 
 def problems() -> list[dict]:
@@ -62,7 +62,7 @@ async def run(config: str, probs: list[dict], settings: dict, log) -> list[dict]
             text = p["prompt"]
             line = next(i for i, ln in enumerate(text.split("\n")) if ln.startswith(f"def {p['entry_point']}("))
             s.open(uri, text)
-            result = await asyncio.wait_for(s.client.text_document_code_action_async(action_params(uri, line, 4)), 60)
+            result = await s.code_actions(uri, line, 4, timeout=60)
             actions = [a for a in result or [] if getattr(a, "title", "") == TITLE]
             row = {"task_id": p["task_id"], "config": config}
             if not actions:

@@ -29,6 +29,15 @@ def apply_inline(text: str, item: types.InlineCompletionItem) -> str:
     return text[:start] + item.insert_text + text[end:]
 
 
+def action_params(uri: str, line: int, character: int, end: tuple[int, int] | None = None) -> types.CodeActionParams:
+    """A code-action request at the cursor (or for a selection ending at `end`), as an editor sends
+    on every cursor move for its light bulb."""
+    pos = types.Position(line, character)
+    return types.CodeActionParams(text_document=types.TextDocumentIdentifier(uri=uri),
+                                  range=types.Range(pos, types.Position(*end) if end else pos),
+                                  context=types.CodeActionContext(diagnostics=[]))
+
+
 def status_field(params, name):
     return params.get(name) if isinstance(params, dict) else getattr(params, name, None)
 
@@ -95,6 +104,18 @@ class Session:
             self.client.text_document_inline_completion_async(self.inline_params(uri, line, character)), timeout)
         result.items = list(result.items)  # the client may hand a tuple back
         return result
+
+    async def code_actions(self, uri: str, line: int, character: int, end: tuple[int, int] | None = None,
+                           timeout: float = TIMEOUT) -> list:
+        """The code actions at the cursor (what the editor asks on every cursor move)."""
+        result = await asyncio.wait_for(
+            self.client.text_document_code_action_async(action_params(uri, line, character, end)), timeout)
+        return list(result or [])
+
+    async def command(self, name: str, *arguments, timeout: float = TIMEOUT):
+        """`workspace/executeCommand` (e.g. tandem.status) and its answer."""
+        return await asyncio.wait_for(self.client.workspace_execute_command_async(
+            types.ExecuteCommandParams(command=name, arguments=list(arguments) or None)), timeout)
 
     def complete_raw(self, uri: str, line: int, character: int, msg_id: str):
         """Send the request with a known id (to cancel it) and return an awaitable."""

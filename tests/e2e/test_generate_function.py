@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from lsprotocol import types
 
-from .harness import TIMEOUT, tandem
+from .harness import TIMEOUT, action_params, tandem
 
 URI = "file:///tmp/tandem-test/funcs.py"
 TITLE = "Generate function from docstring"
@@ -24,16 +24,9 @@ def fim_settings(tiny_model: Path, **more) -> dict:
     return {"modelPath": str(tiny_model), "functionPrompt": "fim", **more}
 
 
-def action_params(uri: str, line: int, character: int) -> types.CodeActionParams:
-    pos = types.Position(line, character)
-    return types.CodeActionParams(text_document=types.TextDocumentIdentifier(uri=uri),
-                                  range=types.Range(pos, pos), context=types.CodeActionContext(diagnostics=[]))
-
-
 async def actions_at(s, uri: str, line: int, character: int) -> list:
-    result = await asyncio.wait_for(s.client.text_document_code_action_async(
-        action_params(uri, line, character)), TIMEOUT)
-    return [a for a in (result or []) if isinstance(a, types.CodeAction) and a.title.startswith(TITLE)]
+    return [a for a in await s.code_actions(uri, line, character, timeout=TIMEOUT)
+            if isinstance(a, types.CodeAction) and a.title.startswith(TITLE)]
 
 
 async def resolve(s, action: types.CodeAction, timeout: float = 120) -> types.CodeAction:

@@ -8,8 +8,6 @@ import asyncio
 import time
 from pathlib import Path
 
-from lsprotocol import types
-
 from .harness import tandem
 
 CORPUS = (Path(__file__).resolve().parents[2] / "models" / "data" / "tiny_corpus.py").read_text()
@@ -17,8 +15,7 @@ TEXT = CORPUS + "\n\ndef double(n):\n    return \n"
 
 
 async def status(s) -> dict:
-    return await asyncio.wait_for(s.client.workspace_execute_command_async(
-        types.ExecuteCommandParams(command="tandem.status")), 10)
+    return await s.command("tandem.status", timeout=10)
 
 
 async def wait_status(s, predicate, what: str, timeout: float = 30) -> dict:
@@ -31,14 +28,6 @@ async def wait_status(s, predicate, what: str, timeout: float = 30) -> dict:
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-def cursor_moved(s, uri: str, line: int, character: int, end: tuple[int, int] | None = None):
-    """What VS Code sends when the cursor moves: a code-action request for the cursor's range."""
-    pos = types.Position(line, character)
-    return s.client.text_document_code_action_async(types.CodeActionParams(
-        text_document=types.TextDocumentIdentifier(uri=uri), range=types.Range(pos, types.Position(*end) if end else pos),
-        context=types.CodeActionContext(diagnostics=[], trigger_kind=types.CodeActionTriggerKind.Automatic)))
-
-
 async def first_keystroke(s, uri: str, rest: bool) -> tuple[int, int]:
     """Open TEXT, edit it once far from the place (the user works in this file), put the cursor
     after the last `return ` (and, with `rest`, leave it there until the server has warmed it),
@@ -49,7 +38,7 @@ async def first_keystroke(s, uri: str, rest: bool) -> tuple[int, int]:
     line, col = text.count("\n", 0, text.rindex("return ")), len("    return ")
     if rest:
         before = (await status(s))["warm"]["warmed"]
-        await asyncio.wait_for(cursor_moved(s, uri, line, col), 10)
+        await s.code_actions(uri, line, col, timeout=10)
         await wait_status(s, lambda st: st["warm"]["warmed"] > before, "the warm to finish")
     s.change(uri, (line, col), (line, col), "n")
     await s.complete(uri, line, col + 1, timeout=30)
@@ -76,21 +65,21 @@ async def test_reading_selecting_and_the_setting_off_warm_nothing(tiny_model):
     async with tandem(settings={"modelPath": str(tiny_model)}) as s:
         await s.wait_for_state("ready")
         s.open("file:///w/read.py", TEXT)  # opened to read, never edited
-        await asyncio.wait_for(cursor_moved(s, "file:///w/read.py", 3, 4), 10)
+        await s.code_actions("file:///w/read.py", 3, 4, timeout=10)
         s.open("file:///w/edit.py", TEXT)
         s.change("file:///w/edit.py", (0, 0), (0, 0), "# edited\n")
-        await asyncio.wait_for(cursor_moved(s, "file:///w/edit.py", 3, 0, end=(5, 0)), 10)  # a selection
+        await s.code_actions("file:///w/edit.py", 3, 0, end=(5, 0), timeout=10)  # a selection
         await asyncio.sleep(1.0)  # well past the rest the server waits for
         assert (await status(s))["warm"]["warmed"] == 0
         await s.set_settings({"modelPath": str(tiny_model), "warmAtCursor": False})
         await wait_status(s, lambda st: st["settings"]["warmAtCursor"] is False, "the setting")
-        await asyncio.wait_for(cursor_moved(s, "file:///w/edit.py", 4, 4), 10)
+        await s.code_actions("file:///w/edit.py", 4, 4, timeout=10)
         await asyncio.sleep(1.0)
         assert (await status(s))["warm"] == {"warmed": 0, "tokens": 0, "stepped_aside": 0}
         # And back on: the same place is warmed.
         await s.set_settings({"modelPath": str(tiny_model), "warmAtCursor": True})
         await wait_status(s, lambda st: st["settings"]["warmAtCursor"] is True, "the setting")
-        await asyncio.wait_for(cursor_moved(s, "file:///w/edit.py", 4, 4), 10)
+        await s.code_actions("file:///w/edit.py", 4, 4, timeout=10)
         await wait_status(s, lambda st: st["warm"]["warmed"] == 1, "the warm")
 
 
@@ -103,7 +92,7 @@ async def test_on_a_stub_the_docstring_actions_prompt_is_warmed_and_the_action_s
         await s.wait_for_state("ready")
         s.open(uri, stub)  # the tiny model learnt `square` on its own (with more around it, it writes other things)
         s.change(uri, (6, 7), (6, 7), "\n")
-        actions = await asyncio.wait_for(cursor_moved(s, uri, 0, 6), 10)
+        actions = await s.code_actions(uri, 0, 6, timeout=10)
         [action] = [a for a in actions or [] if a.title == "Generate function from docstring"]
         st = await wait_status(s, lambda st: st["warm"]["warmed"] == 1, "the warm")
         assert st["warm"]["tokens"] > 20  # the action's whole FIM prompt (28 tokens)
@@ -123,15 +112,15 @@ async def test_a_project_file_opened_while_editing_is_warmed_a_file_outside_is_n
         await s.wait_for_state("ready")
         outside = "file:///elsewhere/lib.py"
         s.open(outside, TEXT)
-        await asyncio.wait_for(cursor_moved(s, outside, 3, 4), 10)
+        await s.code_actions(outside, 3, 4, timeout=10)
         await asyncio.sleep(1.0)
         assert (await status(s))["warm"]["warmed"] == 0  # nothing is being edited, and it is not ours
         a, b = (root / "a.py").as_uri(), (root / "b.py").as_uri()
         s.open(a, TEXT)
         s.change(a, (0, 0), (0, 0), "# edited\n")
         s.open(b, TEXT)  # opened, not edited
-        await asyncio.wait_for(cursor_moved(s, outside, 4, 4), 10)
+        await s.code_actions(outside, 4, 4, timeout=10)
         await asyncio.sleep(1.0)
         assert (await status(s))["warm"]["warmed"] == 0  # still not ours, edits elsewhere or not
-        await asyncio.wait_for(cursor_moved(s, b, 3, 4), 10)
+        await s.code_actions(b, 3, 4, timeout=10)
         await wait_status(s, lambda st: st["warm"]["warmed"] == 1, "the warm of the project file")
