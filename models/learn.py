@@ -739,7 +739,9 @@ def _learn(coll, train_files, held, sites, key, resume, bundle, hf_dir, run, vid
     # the first time, a bound that scales with the checkpoint (measured on 2 shared cores, the
     # 0.5B model's 2.3 GiB of float32 weights: 75 s at load ~4, 135 s of build alone at load
     # ~10): 45 s per GiB. That bound left 100 s of a 10-minute budget unused on an idle machine.
-    timing_key = _timing_key(bundle, cfg)
+    base_info = V.read_bundle(bundle)
+    name = base_info.get("name") or bundle.name
+    timing_key = _timing_key(name, cfg)
     after_training = _read_timings().get(timing_key)
     reserve = 1.1 * eval_s + (1.2 * after_training + 10 if after_training else 20 + 45 * weights / 2**30)
     train_deadline = max(time.monotonic() + 0.15 * cfg.budget_s, deadline - reserve)
@@ -756,7 +758,6 @@ def _learn(coll, train_files, held, sites, key, resume, bundle, hf_dir, run, vid
     history = train(hf_dir, train_files, curve_sites, run, cfg, train_deadline, emit, cancel, extra, context,
                     key=key, resume=resume)
 
-    base_info = V.read_bundle(bundle)
     base_variants = base_info.get("base_variants") or base_info.get("variants") or {}
     base_cpu = base_variants.get("cpu", "cpu-int8")
     variant = cfg.variant or (base_cpu if base_cpu in ("cpu-int8", "cpu-int4", "cpu-fp32") else "cpu-int8")
@@ -767,7 +768,7 @@ def _learn(coll, train_files, held, sites, key, resume, bundle, hf_dir, run, vid
     built_variants = {"cpu": variant, **({"cuda": "cuda-fp16"} if cuda else {})}
     emit("phase", phase="build", message=f"building the serving variant{'s' if cuda else ''} "
                                          f"{', '.join(built_variants.values())} (and checking parity)")
-    built = build(source=str(run / "merged"), name=base_info.get("name") or bundle.name, home=run / "build", cpu_variant=variant,
+    built = build(source=str(run / "merged"), name=name, home=run / "build", cpu_variant=variant,
                   cuda=cuda, verify=True)
     if not cancel.is_set() and resume is None:
         _write_timing(timing_key, time.monotonic() - train_deadline)
@@ -829,10 +830,9 @@ def _learn(coll, train_files, held, sites, key, resume, bundle, hf_dir, run, vid
 TIMINGS = "learn-timings.json"  # under TANDEM_HOME/state: what followed training, per model and machine
 
 
-def _timing_key(bundle: Path, cfg: LearnConfig) -> str:
+def _timing_key(name: str, cfg: LearnConfig) -> str:
     """Runs that share a key take about as long after training: the same model (by name, so a
     private copy of a bundle counts too), variants and cores."""
-    name = (V.read_bundle(bundle) or {}).get("name") or bundle.name
     return f"{name}|{cfg.variant or 'default'}|cuda={cfg.cuda}|cores={os.cpu_count()}"
 
 
